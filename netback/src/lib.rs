@@ -1,0 +1,5 @@
+//! # xennet-netback
+//!
+//! The backend of Xen's paravirtual network split driver and the driver domain around
+//! it: per-vif queues, the bridge/route/NAT switch, uplinks and packet captures.
+#![warn(missing_docs)]
