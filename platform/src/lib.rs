@@ -1,10 +1,10 @@
 //! # xennet-platform
 //!
-//! What Xen gives split drivers, two ways: [`shm`] emulates grant tables, event
-//! channels and XenStore for plain Linux processes (and threads) sharing memory; the
-//! `xen` feature implements the same traits with real hypercalls.
+//! What Xen gives split drivers, two ways: [`shm`] emulates grant tables and event
+//! channels for plain Linux processes (and threads) sharing memory, [`xenstore`] is a
+//! XenStore daemon and client speaking Xen's real wire protocol; the `xen` feature
+//! implements the same driver traits with real hypercalls.
 #![warn(missing_docs)]
 
-pub mod shm {
-    //! The plain-process platform (shared-memory files, eventfd doorbells, xenstored).
-}
+pub mod shm;
+pub mod xenstore;

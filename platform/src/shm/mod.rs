@@ -1,0 +1,1 @@
+//! The plain-process platform: domain memory files, grant tables, event channels.

@@ -1,0 +1,1 @@
+//! XenStore: the `xs_wire.h` protocol, a daemon on unix sockets, and a client.
