@@ -10,3 +10,5 @@ pub use xennet_netback as netback;
 pub use xennet_netfront as netfront;
 pub use xennet_platform as platform;
 pub use xennet_ring as ring;
+
+pub mod bench;

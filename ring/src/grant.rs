@@ -32,8 +32,19 @@ impl core::fmt::Display for DomId {
 
 /// A grant reference (`grant_ref_t`): an index into the granting domain's grant table.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, FromBytes, IntoBytes,
-    Immutable, KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
 )]
 #[repr(transparent)]
 pub struct GrantRef(pub u32);
@@ -85,7 +96,9 @@ impl GrantFlags {
 }
 
 /// A v1 grant-table entry (`struct grant_entry_v1`), 8 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GrantEntryV1 {
     /// `GTF_*` flags, see [`GrantFlags`].
@@ -203,7 +216,9 @@ pub const GNTMAP_READONLY: u32 = 1 << 2;
 ///
 /// `u` holds either a grant reference (low 32 bits) or a local frame number,
 /// depending on the `GNTCOPY_*_gref` flag of the operation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabCopyPtr {
     /// `union { grant_ref_t ref; xen_pfn_t gmfn; }`.
@@ -219,18 +234,30 @@ pub struct GnttabCopyPtr {
 impl GnttabCopyPtr {
     /// A pointer through a grant reference of domain `domid`.
     pub const fn gref(gref: GrantRef, domid: DomId, offset: u16) -> Self {
-        GnttabCopyPtr { u: gref.0 as u64, domid: domid.0, offset, _pad: 0 }
+        GnttabCopyPtr {
+            u: gref.0 as u64,
+            domid: domid.0,
+            offset,
+            _pad: 0,
+        }
     }
 
     /// A pointer into one of the caller's own frames.
     pub const fn local(frame: Frame, offset: u16) -> Self {
-        GnttabCopyPtr { u: frame.0, domid: DomId::SELF.0, offset, _pad: 0 }
+        GnttabCopyPtr {
+            u: frame.0,
+            domid: DomId::SELF.0,
+            offset,
+            _pad: 0,
+        }
     }
 }
 
 /// One grant-copy operation (`struct gnttab_copy`), 40 bytes: Xen's own layout so that
 /// a batch goes to `GNTTABOP_copy` unchanged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct GnttabCopy {
     /// Where the bytes come from.
@@ -250,12 +277,26 @@ pub struct GnttabCopy {
 impl GnttabCopy {
     /// Copy `len` bytes from a peer's grant into one of our frames.
     pub const fn from_grant(src: GnttabCopyPtr, dst: GnttabCopyPtr, len: u16) -> Self {
-        GnttabCopy { source: src, dest: dst, len, flags: GNTCOPY_SOURCE_GREF, status: 0, _pad: 0 }
+        GnttabCopy {
+            source: src,
+            dest: dst,
+            len,
+            flags: GNTCOPY_SOURCE_GREF,
+            status: 0,
+            _pad: 0,
+        }
     }
 
     /// Copy `len` bytes from one of our frames into a peer's grant.
     pub const fn to_grant(src: GnttabCopyPtr, dst: GnttabCopyPtr, len: u16) -> Self {
-        GnttabCopy { source: src, dest: dst, len, flags: GNTCOPY_DEST_GREF, status: 0, _pad: 0 }
+        GnttabCopy {
+            source: src,
+            dest: dst,
+            len,
+            flags: GNTCOPY_DEST_GREF,
+            status: 0,
+            _pad: 0,
+        }
     }
 
     /// The operation's status once performed.
@@ -298,7 +339,12 @@ impl core::fmt::Display for GrantError {
 /// domain's real grant table under Xen.
 pub trait GrantAccess {
     /// Grant `domid` access to our `frame` (`gnttab_grant_foreign_access`).
-    fn grant_access(&self, domid: DomId, frame: Frame, readonly: bool) -> Result<GrantRef, GrantError>;
+    fn grant_access(
+        &self,
+        domid: DomId,
+        frame: Frame,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError>;
 
     /// End the peer's access (`gnttab_end_foreign_access_ref`). Fails with
     /// [`GrantError::InUse`] while the peer is copying through or mapping the grant;
@@ -319,7 +365,12 @@ pub trait GrantMap {
     type Mapping: crate::memory::MappedPage;
 
     /// Map `gref` of `domid`; read-only if `readonly` (and must be, if the grant is).
-    fn map(&self, domid: DomId, gref: GrantRef, readonly: bool) -> Result<Self::Mapping, GrantStatus>;
+    fn map(
+        &self,
+        domid: DomId,
+        gref: GrantRef,
+        readonly: bool,
+    ) -> Result<Self::Mapping, GrantStatus>;
 
     /// Undo a mapping; the grant's in-use state is released.
     fn unmap(&self, mapping: Self::Mapping) -> Result<(), GrantStatus>;

@@ -26,7 +26,10 @@ impl core::fmt::Display for MemoryError {
         match self {
             MemoryError::BadFrame(fr) => write!(f, "frame {} is outside domain memory", fr.0),
             MemoryError::CrossesPage { offset, len } => {
-                write!(f, "access of {len} bytes at offset {offset} crosses the page end")
+                write!(
+                    f,
+                    "access of {len} bytes at offset {offset} crosses the page end"
+                )
             }
             MemoryError::OutOfFrames => write!(f, "no free frame in domain memory"),
         }
@@ -76,7 +79,11 @@ pub fn read_mapped<M: MappedPage + ?Sized>(
     // offset + len <= 4096 was checked above; bytes are plain data, so a concurrent
     // writer can only change the values read, and `buf` does not overlap the mapping.
     unsafe {
-        core::ptr::copy_nonoverlapping(page.as_ptr().as_ptr().add(offset), buf.as_mut_ptr(), buf.len());
+        core::ptr::copy_nonoverlapping(
+            page.as_ptr().as_ptr().add(offset),
+            buf.as_mut_ptr(),
+            buf.len(),
+        );
     }
     Ok(())
 }

@@ -61,7 +61,9 @@ bitflags! {
 }
 
 /// `struct netif_tx_request`, 12 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TxRequest {
     /// Grant of the page holding this slot's bytes.
@@ -84,7 +86,9 @@ impl TxRequest {
 }
 
 /// `struct netif_tx_response`, 4 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct TxResponse {
     /// The id of the request answered.
@@ -94,7 +98,9 @@ pub struct TxResponse {
 }
 
 /// `struct netif_rx_request`, 8 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct RxRequest {
     /// Echoed in the response.
@@ -106,7 +112,9 @@ pub struct RxRequest {
 }
 
 /// `struct netif_rx_response`, 8 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct RxResponse {
     /// The id of the request whose buffer was used.
@@ -149,7 +157,9 @@ pub const XEN_NETIF_GSO_TYPE_TCPV6: u8 = 2;
 
 /// `struct netif_extra_info`, 8 bytes: `type`, `flags`, then a 6-byte union kept as raw
 /// bytes (`u`); [`ExtraInfo::decode`] turns it into a typed [`Extra`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct ExtraInfo {
     /// `XEN_NETIF_EXTRA_TYPE_*`.
@@ -199,14 +209,25 @@ impl ExtraInfo {
     pub fn encode(extra: Extra, more: bool) -> ExtraInfo {
         let flags = if more { XEN_NETIF_EXTRA_FLAG_MORE } else { 0 };
         let (type_, u) = match extra {
-            Extra::Gso { size, gso_type, features } => {
+            Extra::Gso {
+                size,
+                gso_type,
+                features,
+            } => {
                 let s = size.to_le_bytes();
                 let f = features.to_le_bytes();
-                (XEN_NETIF_EXTRA_TYPE_GSO, [s[0], s[1], gso_type, 0, f[0], f[1]])
+                (
+                    XEN_NETIF_EXTRA_TYPE_GSO,
+                    [s[0], s[1], gso_type, 0, f[0], f[1]],
+                )
             }
             Extra::McastAdd(a) => (XEN_NETIF_EXTRA_TYPE_MCAST_ADD, a),
             Extra::McastDel(a) => (XEN_NETIF_EXTRA_TYPE_MCAST_DEL, a),
-            Extra::Hash { hash_type, algorithm, value } => (
+            Extra::Hash {
+                hash_type,
+                algorithm,
+                value,
+            } => (
                 XEN_NETIF_EXTRA_TYPE_HASH,
                 [hash_type, algorithm, value[0], value[1], value[2], value[3]],
             ),
@@ -278,7 +299,9 @@ impl From<RxResponse> for ExtraInfo {
 }
 
 /// `struct xen_netif_ctrl_request` (control ring), 16 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct CtrlRequest {
     /// Echoed in the response.
@@ -290,7 +313,9 @@ pub struct CtrlRequest {
 }
 
 /// `struct xen_netif_ctrl_response` (control ring), 12 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct CtrlResponse {
     /// The request's id.
@@ -304,7 +329,9 @@ pub struct CtrlResponse {
 }
 
 /// `struct xen_netif_gref`: one entry of an ADD/DEL_GREF_MAPPING page, 8 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct CtrlGref {
     /// The grant to map.
@@ -397,14 +424,21 @@ mod tests {
 
     #[test]
     fn extra_info_round_trips_through_slots() {
-        let gso = Extra::Gso { size: 1448, gso_type: XEN_NETIF_GSO_TYPE_TCPV4, features: 0 };
+        let gso = Extra::Gso {
+            size: 1448,
+            gso_type: XEN_NETIF_GSO_TYPE_TCPV4,
+            features: 0,
+        };
         let e = ExtraInfo::encode(gso, true);
         assert!(e.more());
         let slot: TxRequest = e.into();
         let back: ExtraInfo = slot.into();
         assert_eq!(back.decode(), Ok(gso));
         let rsp: RxResponse = ExtraInfo::encode(Extra::McastAdd([1, 2, 3, 4, 5, 6]), false).into();
-        assert_eq!(ExtraInfo::from(rsp).decode(), Ok(Extra::McastAdd([1, 2, 3, 4, 5, 6])));
+        assert_eq!(
+            ExtraInfo::from(rsp).decode(),
+            Ok(Extra::McastAdd([1, 2, 3, 4, 5, 6]))
+        );
         assert_eq!(ExtraInfo::default().decode(), Err(ExtraError::BadType(0)));
     }
 
