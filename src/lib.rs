@@ -12,3 +12,4 @@ pub use xennet_platform as platform;
 pub use xennet_ring as ring;
 
 pub mod bench;
+pub mod guest;
