@@ -12,7 +12,9 @@ pub mod event;
 pub mod grant;
 pub mod memory;
 pub mod netif;
+pub mod xenbus;
 
 pub use event::{Notify, Port};
 pub use grant::{DomId, Frame, GrantAccess, GrantCopy, GrantMap, GrantRef, PAGE_SIZE};
 pub use memory::{FrameAlloc, LocalMemory, MappedPage, MemoryError};
+pub use xenbus::XenbusState;
