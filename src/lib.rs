@@ -13,3 +13,4 @@ pub use xennet_ring as ring;
 
 pub mod bench;
 pub mod guest;
+pub mod toolstack;

@@ -27,7 +27,10 @@ pub enum XenbusState {
 impl XenbusState {
     /// Parse the decimal text of a `state` node; anything else is `None`.
     pub fn parse(text: &[u8]) -> Option<XenbusState> {
-        let text = core::str::from_utf8(text).ok()?.trim_end_matches('\0').trim();
+        let text = core::str::from_utf8(text)
+            .ok()?
+            .trim_end_matches('\0')
+            .trim();
         let n: u8 = text.parse().ok()?;
         Some(match n {
             0 => XenbusState::Unknown,
