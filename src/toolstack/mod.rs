@@ -1,4 +1,5 @@
 //! The toolstack: what xl/libxl do for the plain-process platform (create domains,
 //! write both ends' device nodes, run the hotplug step, tear down).
 
+pub mod control;
 pub mod nodes;

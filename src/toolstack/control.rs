@@ -1,0 +1,163 @@
+//! The driver domain's control socket (`DIR/control.sock`): how `xennet list`,
+//! `stats`, `brctl` and `down` talk to a running `xennet up`.
+//!
+//! One request per connection: the client writes a single line (the command and its
+//! arguments separated by spaces) and reads the reply until the server closes. A reply
+//! starts with `ok\n` or `error: <message>\n`; the rest is the command's output.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Longest request line accepted.
+const MAX_REQUEST: u64 = 4096;
+
+/// The control socket's path inside an instance directory.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("control.sock")
+}
+
+/// What a handler returns for one request.
+pub type Reply = Result<String, String>;
+
+/// A running control server; stops (and removes its socket) on drop.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Listen on `path`, answering each request with `handler(words)`.
+    pub fn start<F>(path: &Path, handler: F) -> io::Result<ControlServer>
+    where
+        F: Fn(&[&str]) -> Reply + Send + 'static,
+    {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let _ = serve_one(stream, &handler);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })?;
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve_one<F: Fn(&[&str]) -> Reply>(stream: UnixStream, handler: &F) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let reply = if words.is_empty() {
+        Err("empty request".to_string())
+    } else {
+        handler(&words)
+    };
+    let mut out = &stream;
+    match reply {
+        Ok(text) => {
+            out.write_all(b"ok\n")?;
+            out.write_all(text.as_bytes())?;
+        }
+        Err(msg) => {
+            out.write_all(format!("error: {msg}\n").as_bytes())?;
+        }
+    }
+    out.flush()
+}
+
+/// Errors of a control request.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No driver domain is listening.
+    #[error("no driver domain running at {0} ({1}); start one with `xennet up`")]
+    NotRunning(PathBuf, io::Error),
+    /// The socket failed mid-request.
+    #[error("control socket: {0}")]
+    Io(#[from] io::Error),
+    /// The driver domain refused the request.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Send one request and return the output of a successful reply.
+pub fn request(dir: &Path, words: &[&str]) -> Result<String, ControlError> {
+    let path = socket_path(dir);
+    let mut stream =
+        UnixStream::connect(&path).map_err(|e| ControlError::NotRunning(path.clone(), e))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(words.join(" ").as_bytes())?;
+    stream.write_all(b"\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    if let Some(rest) = reply.strip_prefix("ok\n") {
+        Ok(rest.to_string())
+    } else if let Some(msg) = reply.strip_prefix("error: ") {
+        Err(ControlError::Refused(msg.trim_end().to_string()))
+    } else {
+        Err(ControlError::Refused(format!(
+            "malformed reply {:?}",
+            reply.lines().next().unwrap_or("")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_requests_reach_the_handler_and_errors_come_back() {
+        let dir = std::env::temp_dir().join(format!("xennet-control-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = ControlServer::start(&socket_path(&dir), |w| match w {
+            ["echo", rest @ ..] => Ok(rest.join(" ")),
+            _ => Err(format!("unknown command {}", w[0])),
+        })
+        .unwrap();
+        assert_eq!(request(&dir, &["echo", "a", "b"]).unwrap(), "a b");
+        match request(&dir, &["nope"]) {
+            Err(ControlError::Refused(m)) => assert_eq!(m, "unknown command nope"),
+            other => panic!("unexpected {other:?}"),
+        }
+        drop(server);
+        assert!(matches!(
+            request(&dir, &["echo"]),
+            Err(ControlError::NotRunning(..))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
