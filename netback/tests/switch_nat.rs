@@ -179,7 +179,7 @@ fn raw() -> Raw {
 }
 
 impl Raw {
-    fn from_guest(
+    fn send_from_guest(
         &mut self,
         port: PortId,
         gmac: smoltcp::wire::EthernetAddress,
@@ -190,7 +190,7 @@ impl Raw {
         self.f.input(Instant::ZERO, port, &fr, &mut self.out)
     }
 
-    fn from_remote(&mut self, now: Instant, ip: Vec<u8>) -> Disposition {
+    fn send_from_remote(&mut self, now: Instant, ip: Vec<u8>) -> Disposition {
         self.out.0.clear();
         let fr = eth(DD_MAC, SIM_MAC, EthernetProtocol::Ipv4, &ip);
         self.f.input(now, self.up, &fr, &mut self.out)
@@ -212,7 +212,7 @@ fn check_ip(ip: &[u8], src: Ipv4Address, dst: Ipv4Address, ttl: u8) {
 #[test]
 fn udp_is_translated_both_ways_with_valid_checksums() {
     let mut r = raw();
-    let d = r.from_guest(
+    let d = r.send_from_guest(
         r.v1,
         mac(1),
         ipv4(
@@ -238,7 +238,7 @@ fn udp_is_translated_both_ways_with_valid_checksums() {
         "free port kept"
     );
 
-    let d = r.from_remote(
+    let d = r.send_from_remote(
         Instant::ZERO,
         ipv4(
             SIM_IP,
@@ -266,7 +266,7 @@ fn udp_without_checksum_keeps_zero() {
     let mut l4 = udp(G1, SIM_IP, 5000, 53, b"x");
     l4[6] = 0;
     l4[7] = 0;
-    r.from_guest(r.v1, mac(1), ipv4(G1, SIM_IP, IpProtocol::Udp, 64, &l4));
+    r.send_from_guest(r.v1, mac(1), ipv4(G1, SIM_IP, IpProtocol::Udp, 64, &l4));
     let out = r.sent_to(r.up);
     assert_eq!(&out[26..28], &[0, 0]);
 }
@@ -276,7 +276,7 @@ fn tcp_from_two_guests_with_the_same_port_gets_distinct_external_ports() {
     let mut r = raw();
     let mut ext = Vec::new();
     for (port, m, g) in [(r.v1, mac(1), G1), (r.v2, mac(2), G2)] {
-        r.from_guest(
+        r.send_from_guest(
             port,
             m,
             ipv4(
@@ -303,7 +303,7 @@ fn tcp_from_two_guests_with_the_same_port_gets_distinct_external_ports() {
     // The SYN-ACK to the second external port reaches the second guest.
     let synack = tcp_segment(SIM_IP, DD_IP, 7, ext[1], TcpControl::Syn, Some(1001), b"");
     assert_eq!(
-        r.from_remote(
+        r.send_from_remote(
             Instant::ZERO,
             ipv4(SIM_IP, DD_IP, IpProtocol::Tcp, 64, &synack)
         ),
@@ -320,7 +320,7 @@ fn tcp_from_two_guests_with_the_same_port_gets_distinct_external_ports() {
 #[test]
 fn icmp_echo_identifier_is_translated_both_ways() {
     let mut r = raw();
-    r.from_guest(
+    r.send_from_guest(
         r.v1,
         mac(1),
         ipv4(
@@ -339,7 +339,7 @@ fn icmp_echo_identifier_is_translated_both_ways() {
     let ident = i.echo_ident();
     let reply = icmp_echo_reply(ident, 1, b"data");
     assert_eq!(
-        r.from_remote(
+        r.send_from_remote(
             Instant::ZERO,
             ipv4(SIM_IP, DD_IP, IpProtocol::Icmp, 64, &reply)
         ),
@@ -358,13 +358,13 @@ fn inbound_without_a_connection_or_from_another_remote_is_dropped() {
     let mut r = raw();
     let stray = udp(SIM_IP, DD_IP, 53, 5000, b"stray");
     assert_eq!(
-        r.from_remote(
+        r.send_from_remote(
             Instant::ZERO,
             ipv4(SIM_IP, DD_IP, IpProtocol::Udp, 64, &stray)
         ),
         Disposition::Dropped(DropReason::NatNoMapping)
     );
-    r.from_guest(
+    r.send_from_guest(
         r.v1,
         mac(1),
         ipv4(
@@ -377,7 +377,7 @@ fn inbound_without_a_connection_or_from_another_remote_is_dropped() {
     );
     let wrong_port = udp(SIM_IP, DD_IP, 54, 5000, b"spoof");
     assert_eq!(
-        r.from_remote(
+        r.send_from_remote(
             Instant::ZERO,
             ipv4(SIM_IP, DD_IP, IpProtocol::Udp, 64, &wrong_port)
         ),
@@ -389,7 +389,7 @@ fn inbound_without_a_connection_or_from_another_remote_is_dropped() {
 #[test]
 fn udp_mapping_expires_after_its_timeout() {
     let mut r = raw();
-    r.from_guest(
+    r.send_from_guest(
         r.v1,
         mac(1),
         ipv4(
@@ -405,7 +405,7 @@ fn udp_mapping_expires_after_its_timeout() {
     assert_eq!(r.f.router().unwrap().nat().unwrap().len(), 0);
     let reply = udp(SIM_IP, DD_IP, 53, 5000, b"late");
     assert_eq!(
-        r.from_remote(later, ipv4(SIM_IP, DD_IP, IpProtocol::Udp, 64, &reply)),
+        r.send_from_remote(later, ipv4(SIM_IP, DD_IP, IpProtocol::Udp, 64, &reply)),
         Disposition::Dropped(DropReason::NatNoMapping)
     );
 }
@@ -427,7 +427,7 @@ fn fragments_and_non_echo_icmp_are_not_translated() {
         p.fill_checksum();
     }
     assert_eq!(
-        r.from_guest(r.v1, mac(1), frag),
+        r.send_from_guest(r.v1, mac(1), frag),
         Disposition::Dropped(DropReason::NatUnsupported)
     );
     let mut unreach = icmp_echo(1, 1, &[0; 28]);
@@ -435,7 +435,7 @@ fn fragments_and_non_echo_icmp_are_not_translated() {
     let mut ic = Icmpv4Packet::new_unchecked(&mut unreach[..]);
     ic.fill_checksum();
     assert_eq!(
-        r.from_guest(
+        r.send_from_guest(
             r.v1,
             mac(1),
             ipv4(G1, SIM_IP, IpProtocol::Icmp, 64, &unreach)
@@ -447,7 +447,7 @@ fn fragments_and_non_echo_icmp_are_not_translated() {
 #[test]
 fn remote_host_can_ping_the_driver_domain_address_in_nat_mode() {
     let mut r = raw();
-    let d = r.from_remote(
+    let d = r.send_from_remote(
         Instant::ZERO,
         ipv4(SIM_IP, DD_IP, IpProtocol::Icmp, 64, &icmp_echo(7, 7, b"hi")),
     );
