@@ -425,3 +425,59 @@ fn port_names_are_validated_and_unique() {
         .add_port("peth1", PortKind::Uplink, PortConfig::default())
         .is_err());
 }
+
+#[test]
+fn guest_pings_the_driver_domain_stack_and_the_sim_host_through_the_bridge() {
+    use xennet_netback::switch::domain::DriverDomain;
+    use xennet_netback::uplink::host::{Host, HostConfig};
+    let mut dd = DriverDomain::new(Fabric::new(FabricConfig::default()).unwrap());
+    let up = dd
+        .fabric_mut()
+        .add_port("peth0", PortKind::Uplink, PortConfig::default())
+        .unwrap();
+    let local = dd
+        .fabric_mut()
+        .add_port("vif0.0", PortKind::Local, PortConfig::default())
+        .unwrap();
+    let vif = dd
+        .fabric_mut()
+        .add_port(
+            "vif1.0",
+            PortKind::Vif { domid: 1, devid: 0 },
+            PortConfig::default(),
+        )
+        .unwrap();
+    dd.attach(
+        up,
+        Box::new(Host::new(HostConfig::sim_uplink(), Instant::ZERO).unwrap()),
+    );
+    dd.attach(
+        local,
+        Box::new(Host::new(HostConfig::driver_domain(DD_MAC), Instant::ZERO).unwrap()),
+    );
+    dd.attach(vif, Box::new(guest_host(GUEST_IP, mac(1), DD_IP, 24)));
+    let mut out = Collect::default();
+    let mut t = Instant::ZERO;
+    for seq in 0..3 {
+        let g = dd
+            .endpoint_mut::<xennet_netback::uplink::host::Host>(vif)
+            .unwrap();
+        g.ping(DD_IP, seq, 8).unwrap();
+        g.ping(SIM_IP, 100 + seq, 8).unwrap();
+        t = run(&mut dd, t, 1, &mut out);
+    }
+    let replies = dd
+        .endpoint_mut::<Host>(vif)
+        .unwrap()
+        .echo_replies()
+        .to_vec();
+    assert!(replies.iter().any(|r| r.from == DD_IP), "{replies:?}");
+    assert!(replies.iter().any(|r| r.from == SIM_IP), "{replies:?}");
+    // Everyone was learned on their port.
+    let b = dd.fabric().bridge().unwrap();
+    assert_eq!(b.lookup(SIM_MAC, t), Some(up));
+    assert_eq!(b.lookup(DD_MAC, t), Some(local));
+    assert_eq!(b.lookup(mac(1), t), Some(vif));
+    dd.remove_port(vif);
+    assert_eq!(dd.fabric().bridge().unwrap().lookup(mac(1), t), None);
+}

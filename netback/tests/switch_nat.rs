@@ -455,3 +455,39 @@ fn remote_host_can_ping_the_driver_domain_address_in_nat_mode() {
     let reply = r.sent_to(r.up);
     check_ip(&reply, DD_IP, SIM_IP, 64);
 }
+
+#[test]
+fn ip_forward_off_stops_translated_traffic_both_ways() {
+    let mut r = raw();
+    r.send_from_guest(
+        r.v1,
+        mac(1),
+        ipv4(
+            G1,
+            SIM_IP,
+            IpProtocol::Udp,
+            64,
+            &udp(G1, SIM_IP, 5000, 53, b"q"),
+        ),
+    );
+    r.f.router_mut().unwrap().set_ip_forward(false);
+    let reply = udp(SIM_IP, DD_IP, 53, 5000, b"a");
+    assert_eq!(
+        r.send_from_remote(
+            Instant::ZERO,
+            ipv4(SIM_IP, DD_IP, IpProtocol::Udp, 64, &reply)
+        ),
+        Disposition::Dropped(DropReason::ForwardingDisabled)
+    );
+    let again = ipv4(
+        G1,
+        SIM_IP,
+        IpProtocol::Udp,
+        64,
+        &udp(G1, SIM_IP, 5000, 53, b"q"),
+    );
+    assert_eq!(
+        r.send_from_guest(r.v1, mac(1), again),
+        Disposition::Dropped(DropReason::ForwardingDisabled)
+    );
+}

@@ -118,6 +118,14 @@ impl PortTable {
     }
 }
 
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
 #[derive(Debug)]
 enum Engine {
     Bridge(Bridge),
@@ -140,6 +148,9 @@ impl Fabric {
 
     /// Builds an empty fabric.
     pub fn new(cfg: FabricConfig) -> Result<Fabric, FabricError> {
+        if !valid_name(&cfg.bridge.name) {
+            return Err(FabricError::BadName(cfg.bridge.name));
+        }
         let engine = match cfg.mode {
             Mode::Bridge => Engine::Bridge(Bridge::new(cfg.bridge)),
             Mode::Route => Engine::Router(Box::new(Router::new(cfg.router, false))),

@@ -47,6 +47,9 @@ impl Router {
                 None => Inbound::NotApplicable,
             };
             match verdict {
+                Inbound::Translated if !self.cfg.ip_forward => {
+                    return Disposition::Dropped(DropReason::ForwardingDisabled)
+                }
                 Inbound::Translated => return self.forward(ports, now, ingress, owned, out),
                 Inbound::NoMapping => return Disposition::Dropped(DropReason::NatNoMapping),
                 Inbound::NotApplicable => {}
