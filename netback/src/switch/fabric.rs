@@ -1,0 +1,313 @@
+//! The fabric: a port table plus the engine of the configured mode.
+
+use std::collections::BTreeMap;
+
+use smoltcp::time::Instant;
+
+use super::bridge::{Bridge, BridgeConfig};
+use super::route::{Router, RouterConfig};
+use super::{Disposition, DropReason, Output, Port, PortConfig, PortCounters, PortId, PortKind};
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+const MAX_NAME_LEN: usize = 15;
+
+/// How the driver domain connects its ports (Xen's `network-*` / `vif-*` scripts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// MAC-learning bridge (`vif-bridge`).
+    #[default]
+    Bridge,
+    /// IPv4 router with host routes per guest (`vif-route`).
+    Route,
+    /// IPv4 router with source NAT to the uplink address (`vif-nat`).
+    Nat,
+}
+
+/// Fabric configuration.
+#[derive(Clone, Debug, Default)]
+pub struct FabricConfig {
+    /// The mode.
+    pub mode: Mode,
+    /// Bridge settings (bridge mode).
+    pub bridge: BridgeConfig,
+    /// Router settings (route and NAT modes).
+    pub router: RouterConfig,
+}
+
+/// Errors from building or reconfiguring a fabric.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FabricError {
+    /// Port names must be 1..=15 bytes (Linux IFNAMSIZ) without '/', ' ' or ':'.
+    #[error("invalid port name {0:?}: must be 1-15 characters without '/', ':' or whitespace")]
+    BadName(String),
+    /// A port with this name exists already.
+    #[error("a port named {0:?} exists already")]
+    DuplicateName(String),
+    /// The fabric has as many ports as it allows.
+    #[error("too many ports (limit {0})")]
+    TooManyPorts(usize),
+    /// Route/NAT mode could not derive addresses for the port.
+    #[error("port {port}: {reason}")]
+    Addressing {
+        /// The port name.
+        port: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Only one uplink port is supported.
+    #[error("an uplink port exists already")]
+    SecondUplink,
+}
+
+/// The fabric's ports and their counters; engines deliver through it so that every
+/// delivery is counted.
+#[derive(Debug, Default)]
+pub struct PortTable {
+    ports: BTreeMap<PortId, Port>,
+}
+
+impl PortTable {
+    /// The port with this id.
+    pub fn get(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(&id)
+    }
+
+    /// All ports in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (PortId, &Port)> {
+        self.ports.iter().map(|(id, p)| (*id, p))
+    }
+
+    /// The port of this kind with the lowest id, if any.
+    pub fn first_of_kind(&self, kind: PortKind) -> Option<PortId> {
+        self.iter().find(|(_, p)| p.kind == kind).map(|(id, _)| id)
+    }
+
+    /// True if some port device carries `mac` as its own address.
+    pub fn owns_mac(&self, mac: crate::wire::MacAddr) -> bool {
+        self.ports.values().any(|p| p.cfg.port_mac == mac)
+    }
+
+    /// Sends `frame` to `egress`, counting it; false if the port is gone.
+    pub fn deliver(&mut self, out: &mut dyn Output, egress: PortId, frame: &[u8]) -> bool {
+        match self.ports.get_mut(&egress) {
+            Some(p) => {
+                p.counters.tx_packets += 1;
+                p.counters.tx_bytes += frame.len() as u64;
+                out.deliver(egress, frame);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a drop on `port` (no-op if the port is gone).
+    pub fn count_drop(&mut self, port: PortId, reason: DropReason) {
+        if let Some(p) = self.ports.get_mut(&port) {
+            p.counters.drops[reason.index()] += 1;
+        }
+    }
+
+    pub(super) fn unknown_flood_counter(&mut self, port: PortId) -> Option<&mut u64> {
+        self.ports
+            .get_mut(&port)
+            .map(|p| &mut p.counters.unknown_unicast_flooded)
+    }
+
+    fn counters_mut(&mut self, port: PortId) -> Option<&mut PortCounters> {
+        self.ports.get_mut(&port).map(|p| &mut p.counters)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+#[derive(Debug)]
+enum Engine {
+    Bridge(Bridge),
+    Router(Box<Router>),
+}
+
+/// The switching fabric. See the [module documentation](super).
+#[derive(Debug)]
+pub struct Fabric {
+    mode: Mode,
+    ports: PortTable,
+    engine: Engine,
+    next_id: u32,
+    max_ports: usize,
+}
+
+impl Fabric {
+    /// Most ports a fabric accepts.
+    pub const DEFAULT_MAX_PORTS: usize = 1024;
+
+    /// Builds an empty fabric.
+    pub fn new(cfg: FabricConfig) -> Result<Fabric, FabricError> {
+        if !valid_name(&cfg.bridge.name) {
+            return Err(FabricError::BadName(cfg.bridge.name));
+        }
+        let engine = match cfg.mode {
+            Mode::Bridge => Engine::Bridge(Bridge::new(cfg.bridge)),
+            Mode::Route => Engine::Router(Box::new(Router::new(cfg.router, false))),
+            Mode::Nat => Engine::Router(Box::new(Router::new(cfg.router, true))),
+        };
+        Ok(Fabric {
+            mode: cfg.mode,
+            ports: PortTable::default(),
+            engine,
+            next_id: 1,
+            max_ports: Self::DEFAULT_MAX_PORTS,
+        })
+    }
+
+    /// The mode the fabric runs in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Adds a port. Route and NAT modes derive the port's addresses and routes here.
+    pub fn add_port(
+        &mut self,
+        name: impl Into<String>,
+        kind: PortKind,
+        cfg: PortConfig,
+    ) -> Result<PortId, FabricError> {
+        let name = name.into();
+        if name.is_empty()
+            || name.len() > MAX_NAME_LEN
+            || name
+                .chars()
+                .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        {
+            return Err(FabricError::BadName(name));
+        }
+        if self.ports.ports.values().any(|p| p.name == name) {
+            return Err(FabricError::DuplicateName(name));
+        }
+        if self.ports.ports.len() >= self.max_ports {
+            return Err(FabricError::TooManyPorts(self.max_ports));
+        }
+        if kind == PortKind::Uplink && self.ports.first_of_kind(PortKind::Uplink).is_some() {
+            return Err(FabricError::SecondUplink);
+        }
+        let id = PortId(self.next_id);
+        let port = Port {
+            name,
+            kind,
+            cfg,
+            counters: PortCounters::default(),
+        };
+        match &mut self.engine {
+            Engine::Bridge(b) => b.port_added(id),
+            Engine::Router(r) => r.port_added(id, &port)?,
+        }
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.ports.ports.insert(id, port);
+        tracing::info!(port = %self.ports.ports[&id].name, ?kind, "port added");
+        Ok(id)
+    }
+
+    /// Removes a port; its learned MACs, routes and queued packets go with it.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
+        let port = self.ports.ports.remove(&id)?;
+        match &mut self.engine {
+            Engine::Bridge(b) => b.port_removed(id),
+            Engine::Router(r) => r.port_removed(&mut self.ports, id),
+        }
+        tracing::info!(port = %port.name, "port removed");
+        Some(port)
+    }
+
+    /// The port with this id.
+    pub fn port(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(id)
+    }
+
+    /// The id of the port with this name.
+    pub fn port_id(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .find(|(_, p)| p.name == name)
+            .map(|(id, _)| id)
+    }
+
+    /// The port table (all ports and counters).
+    pub fn ports(&self) -> &PortTable {
+        &self.ports
+    }
+
+    /// Counts a drop decided outside the fabric (e.g. by a vif's rate limiter).
+    pub fn count_drop(&mut self, port: PortId, reason: DropReason) {
+        self.ports.count_drop(port, reason);
+    }
+
+    /// The bridge, in bridge mode.
+    pub fn bridge(&self) -> Option<&Bridge> {
+        match &self.engine {
+            Engine::Bridge(b) => Some(b),
+            Engine::Router(_) => None,
+        }
+    }
+
+    /// The router, in route and NAT modes.
+    pub fn router(&self) -> Option<&Router> {
+        match &self.engine {
+            Engine::Router(r) => Some(r),
+            Engine::Bridge(_) => None,
+        }
+    }
+
+    /// The router, mutable (switch `ip_forward` / `proxy_arp` at run time).
+    pub fn router_mut(&mut self) -> Option<&mut Router> {
+        match &mut self.engine {
+            Engine::Router(r) => Some(r),
+            Engine::Bridge(_) => None,
+        }
+    }
+
+    /// Switches one frame that arrived on `ingress`. Never panics on any bytes.
+    pub fn input<O: Output>(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        frame: &[u8],
+        out: &mut O,
+    ) -> Disposition {
+        let Some(c) = self.ports.counters_mut(ingress) else {
+            // The port went away between the driver reading the frame and now.
+            return Disposition::Dropped(DropReason::NoEgress);
+        };
+        c.rx_packets += 1;
+        c.rx_bytes += frame.len() as u64;
+        let disp = match &mut self.engine {
+            Engine::Bridge(b) => b.input(&mut self.ports, now, ingress, frame, out),
+            Engine::Router(r) => r.input(&mut self.ports, now, ingress, frame, out),
+        };
+        if let Disposition::Dropped(reason) = disp {
+            self.ports.count_drop(ingress, reason);
+        }
+        disp
+    }
+
+    /// Runs timers: MAC ageing, ARP retries and expiry, NAT connection expiry. Packets
+    /// given up on are counted dropped on the port they came in on.
+    pub fn poll<O: Output>(&mut self, now: Instant, out: &mut O) {
+        match &mut self.engine {
+            Engine::Bridge(b) => b.poll(now),
+            Engine::Router(r) => r.poll(&mut self.ports, now, out),
+        }
+    }
+
+    /// When [`poll`](Self::poll) next has work, if ever.
+    pub fn poll_at(&self) -> Option<Instant> {
+        match &self.engine {
+            Engine::Bridge(b) => b.poll_at(),
+            Engine::Router(r) => r.poll_at(),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Frame helpers shared by the switch, the uplinks and the tests.
+//!
+//! Parsing and emitting is smoltcp's (`smoltcp::wire`); this module adds what smoltcp
+//! does not have: colon-separated MAC text, incremental Internet checksum updates
+//! (RFC 1624) for in-place header rewrites, and builders for the few frames the
+//! driver domain itself originates (ARP, ICMP).
+#![deny(unsafe_code)]
+
+pub mod build;
+pub mod checksum;
+
+pub use smoltcp::wire::{EthernetAddress as MacAddr, Ipv4Address, Ipv4Cidr};
+
+use core::fmt;
+
+/// The MAC address Linux/Xen backend vif devices carry (`fe:ff:ff:ff:ff:ff`).
+pub const VIF_PORT_MAC: MacAddr = MacAddr([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]);
+
+/// Length of an Ethernet II header (no VLAN tag).
+pub const ETH_HEADER_LEN: usize = 14;
+
+/// Displays a MAC address as `00:16:3e:01:02:03` (smoltcp's Display uses dashes).
+#[derive(Clone, Copy, Debug)]
+pub struct MacFmt(pub MacAddr);
+
+impl fmt::Display for MacFmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0 .0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+/// True for the IEEE 802.1D link-local group 01:80:c2:00:00:0X (STP, pause, LACP...),
+/// which a bridge must never forward.
+pub fn is_link_local_group(mac: MacAddr) -> bool {
+    let b = mac.0;
+    b[..5] == [0x01, 0x80, 0xc2, 0x00, 0x00] && b[5] & 0xf0 == 0
+}
+
+/// True if `mac` may appear as a frame's source: unicast and not all zeros.
+pub fn is_valid_source(mac: MacAddr) -> bool {
+    mac.is_unicast() && mac.0 != [0; 6]
+}
