@@ -5,16 +5,40 @@
 //!
 //! `#![no_std]`, no `alloc`: the same code runs in a unikernel guest, in a Linux
 //! process over a shared-memory file, and under loom's model checker.
+//!
+//! The ring logic ([`FrontRing`], [`BackRing`]) is written once over [`RingMemory`];
+//! [`SharedRing`] is the real page, and under `cfg(loom)` the `loom` module provides
+//! a checked model of the same memory.
 #![no_std]
 #![warn(missing_docs)]
 
+#[cfg(any(loom, test))]
+extern crate std;
+
+pub mod back;
+pub mod error;
 pub mod event;
+pub mod front;
 pub mod grant;
+pub mod idx;
+#[cfg(loom)]
+pub mod loom;
+pub mod mem;
 pub mod memory;
 pub mod netif;
+pub mod sring;
 pub mod xenbus;
 
+pub use back::BackRing;
+pub use error::RingError;
 pub use event::{Notify, Port};
+pub use front::FrontRing;
 pub use grant::{DomId, Frame, GrantAccess, GrantCopy, GrantMap, GrantRef, PAGE_SIZE};
+pub use idx::{need_notify, RingIdx};
+pub use mem::{Entry, FenceSite, RingMemory, Word};
 pub use memory::{FrameAlloc, LocalMemory, MappedPage, MemoryError};
+pub use sring::{ring_entries, SharedRing, HEADER_SIZE};
 pub use xenbus::XenbusState;
+
+#[cfg(test)]
+mod tests;
