@@ -8,4 +8,5 @@ pub mod capture;
 pub mod config;
 pub mod switch;
 pub mod uplink;
+pub mod vif;
 pub mod wire;

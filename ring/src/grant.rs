@@ -376,6 +376,41 @@ pub trait GrantMap {
     fn unmap(&self, mapping: Self::Mapping) -> Result<(), GrantStatus>;
 }
 
+impl<T: GrantAccess + ?Sized> GrantAccess for &T {
+    fn grant_access(
+        &self,
+        domid: DomId,
+        frame: Frame,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
+        (**self).grant_access(domid, frame, readonly)
+    }
+    fn end_access(&self, gref: GrantRef) -> Result<(), GrantError> {
+        (**self).end_access(gref)
+    }
+}
+
+impl<T: GrantCopy + ?Sized> GrantCopy for &T {
+    fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<(), GrantStatus> {
+        (**self).grant_copy(ops)
+    }
+}
+
+impl<T: GrantMap + ?Sized> GrantMap for &T {
+    type Mapping = T::Mapping;
+    fn map(
+        &self,
+        domid: DomId,
+        gref: GrantRef,
+        readonly: bool,
+    ) -> Result<Self::Mapping, GrantStatus> {
+        (**self).map(domid, gref, readonly)
+    }
+    fn unmap(&self, mapping: Self::Mapping) -> Result<(), GrantStatus> {
+        (**self).unmap(mapping)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

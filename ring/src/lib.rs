@@ -33,7 +33,9 @@ pub use back::BackRing;
 pub use error::RingError;
 pub use event::{Notify, Port};
 pub use front::FrontRing;
-pub use grant::{DomId, Frame, GrantAccess, GrantCopy, GrantMap, GrantRef, PAGE_SIZE};
+pub use grant::{
+    DomId, Frame, GrantAccess, GrantCopy, GrantError, GrantMap, GrantRef, GrantStatus, PAGE_SIZE,
+};
 pub use idx::{need_notify, RingIdx};
 pub use mem::{Entry, FenceSite, RingMemory, Word};
 pub use memory::{FrameAlloc, LocalMemory, MappedPage, MemoryError};

@@ -59,6 +59,27 @@ pub trait FrameAlloc {
     fn free_frame(&self, frame: Frame);
 }
 
+impl<T: LocalMemory + ?Sized> LocalMemory for &T {
+    fn read(&self, frame: Frame, offset: usize, buf: &mut [u8]) -> Result<(), MemoryError> {
+        (**self).read(frame, offset, buf)
+    }
+    fn write(&self, frame: Frame, offset: usize, data: &[u8]) -> Result<(), MemoryError> {
+        (**self).write(frame, offset, data)
+    }
+    fn page_ptr(&self, frame: Frame) -> Result<NonNull<u8>, MemoryError> {
+        (**self).page_ptr(frame)
+    }
+}
+
+impl<T: FrameAlloc + ?Sized> FrameAlloc for &T {
+    fn alloc_frame(&self) -> Result<Frame, MemoryError> {
+        (**self).alloc_frame()
+    }
+    fn free_frame(&self, frame: Frame) {
+        (**self).free_frame(frame)
+    }
+}
+
 /// A peer page mapped through a grant (see [`crate::grant::GrantMap`]).
 pub trait MappedPage {
     /// The start of the mapped 4096-byte page.

@@ -1,0 +1,22 @@
+//! netback proper: a guest's virtual interface (vif) with its queues.
+//!
+//! [`NetbackQueue`] is one connected queue pair (tx + rx ring of one frontend queue);
+//! [`Vif`] groups a frontend's queues, spreads frames for the guest over them by flow
+//! hash and sums their counters.
+
+mod counters;
+mod credit;
+mod device;
+mod error;
+mod queue;
+mod tx;
+
+pub use counters::VifCounters;
+pub use credit::Credit;
+pub use device::{flow_queue, Vif};
+pub use error::VifError;
+pub use queue::{
+    NetbackQueue, QueueSetup, ETH_HLEN, RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL, TX_BATCH,
+    TX_STAGING_PAGES,
+};
+pub use tx::FATAL_SLOTS;

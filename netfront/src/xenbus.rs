@@ -1,0 +1,1 @@
+//! XenStore handshake (std).
