@@ -13,4 +13,5 @@ pub use xennet_ring as ring;
 
 pub mod bench;
 pub mod guest;
+pub mod harness;
 pub mod toolstack;

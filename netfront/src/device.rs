@@ -177,6 +177,9 @@ where
         for &b in key {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
         h as usize % self.queues.len()
     }
 

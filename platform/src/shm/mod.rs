@@ -1,1 +1,28 @@
-//! The plain-process platform: domain memory files, grant tables, event channels.
+//! The plain-process platform: what Xen gives split drivers, over shared memory.
+//!
+//! - [`Domain`]: a domain's own pages, v1 grant table and event page, in files of the
+//!   runtime directory (or anonymous memory for threads); the granting side
+//!   ([`xennet_ring::GrantAccess`]) and the domain's memory ([`xennet_ring::LocalMemory`]).
+//! - [`GrantOps`] with [`PeerDomain`]s: the using side, grant copy and grant map with
+//!   Xen's status codes and in-use flags (the hypervisor's job, done by the user).
+//! - [`EventChannels`]: event channels with coalescing pending bits and a futex doorbell.
+//!
+//! The byte layout of every file is in docs/shm-layout.md.
+
+mod copy;
+mod domain;
+mod error;
+mod evtchn;
+pub mod flags;
+pub mod pending;
+mod region;
+mod runtime;
+
+pub use copy::{GrantOps, Mapping, PeerDomain};
+pub use domain::{Domain, Regions, GRANT_ENTRY_BYTES, MAX_GRANT_ENTRIES, MAX_PAGES};
+pub use error::ShmError;
+pub use evtchn::{
+    state as port_state, EventChannels, EventPort, EVTCHN_BYTES, MAX_PORTS, PORTS_OFFSET,
+};
+pub use region::Region;
+pub use runtime::{pid_alive, RuntimeDir};

@@ -1,0 +1,300 @@
+//! The using side: grant copy and grant map, the hypervisor's job in Xen, done here by
+//! the using process over both domains' shared files.
+
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+
+use xennet_ring::grant::{GnttabCopy, GrantStatus, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF};
+use xennet_ring::{DomId, GrantCopy, GrantMap, GrantRef, MappedPage, PAGE_SIZE};
+
+use super::domain::{Domain, Regions, GRANT_ENTRY_BYTES};
+use super::error::ShmError;
+use super::evtchn::EVTCHN_BYTES;
+use super::flags;
+use super::region::Region;
+use super::runtime::RuntimeDir;
+
+/// Another domain's memory and grant table as the using side sees them, with the pin
+/// counts of the entries this process has in use.
+pub struct PeerDomain {
+    regions: Arc<Regions>,
+    pins: Mutex<Vec<u16>>,
+}
+
+impl PeerDomain {
+    /// Map a domain's files from the runtime directory (another process's domain).
+    pub fn open(rt: &RuntimeDir, domid: DomId) -> Result<PeerDomain, ShmError> {
+        let dir = rt.domain_dir(domid);
+        if !dir.join("memory").exists() {
+            return Err(ShmError::NoSuchDomain(domid));
+        }
+        let regions = Regions {
+            domid,
+            memory: Region::open(&dir.join("memory"), None)?,
+            gnttab: Region::open(&dir.join("gnttab"), None)?,
+            evtchn: Region::open(&dir.join("evtchn"), Some(EVTCHN_BYTES))?,
+        };
+        if regions.memory.len() % PAGE_SIZE != 0 || regions.gnttab.len() % GRANT_ENTRY_BYTES != 0 {
+            return Err(ShmError::BadFile(dir));
+        }
+        Ok(Self::from_regions(Arc::new(regions)))
+    }
+
+    /// A domain of this process.
+    pub fn from_domain(d: &Domain) -> PeerDomain {
+        Self::from_regions(d.regions().clone())
+    }
+
+    fn from_regions(regions: Arc<Regions>) -> PeerDomain {
+        let n = regions.grant_entries() as usize;
+        PeerDomain {
+            regions,
+            pins: Mutex::new(vec![0; n]),
+        }
+    }
+
+    /// The peer's id.
+    pub fn domid(&self) -> DomId {
+        self.regions.domid
+    }
+
+    /// The peer's shared regions.
+    pub fn regions(&self) -> &Arc<Regions> {
+        &self.regions
+    }
+
+    /// Pin `gref` for `user` and return the granted frame's byte offset in memory.
+    fn pin(&self, user: DomId, gref: GrantRef, write: bool) -> Result<usize, GrantStatus> {
+        let word = self
+            .regions
+            .grant_word(gref)
+            .ok_or(GrantStatus::BadGntref)?;
+        let mut pins = self.pins.lock().map_err(|_| GrantStatus::GeneralError)?;
+        let count = pins
+            .get_mut(gref.0 as usize)
+            .ok_or(GrantStatus::BadGntref)?;
+        if *count == u16::MAX {
+            return Err(GrantStatus::NoSpace);
+        }
+        flags::pin(word, user.0, write)?;
+        *count += 1;
+        drop(pins);
+        // Read once, after the pin: the granter wrote it before publishing the flags.
+        let frame = self
+            .regions
+            .grant_frame(gref)
+            .map(|f| f.load(Ordering::Acquire))
+            .unwrap_or(u32::MAX);
+        match self.regions.frame_offset(u64::from(frame), 0, PAGE_SIZE) {
+            Some(at) => Ok(at),
+            None => {
+                self.unpin(gref);
+                Err(GrantStatus::GeneralError)
+            }
+        }
+    }
+
+    fn unpin(&self, gref: GrantRef) {
+        let Some(word) = self.regions.grant_word(gref) else {
+            return;
+        };
+        if let Ok(mut pins) = self.pins.lock() {
+            if let Some(c) = pins.get_mut(gref.0 as usize) {
+                if *c > 0 {
+                    *c -= 1;
+                    if *c == 0 {
+                        flags::unpin(word);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The "hypervisor" of one domain: performs its grant copies and maps against the
+/// peers it knows. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct GrantOps {
+    inner: Arc<OpsInner>,
+}
+
+#[doc(hidden)]
+pub struct OpsInner {
+    me: DomId,
+    local: Arc<Regions>,
+    peers: RwLock<Vec<Arc<PeerDomain>>>,
+}
+
+impl std::ops::Deref for GrantOps {
+    type Target = OpsInner;
+    fn deref(&self) -> &OpsInner {
+        &self.inner
+    }
+}
+
+impl GrantOps {
+    /// Grant operations on behalf of `local`.
+    pub fn new(local: &Domain) -> GrantOps {
+        GrantOps {
+            inner: Arc::new(OpsInner {
+                me: local.domid(),
+                local: local.regions().clone(),
+                peers: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Make a peer's grants reachable (replacing an earlier mapping of the same domain).
+    pub fn add_peer(&self, peer: PeerDomain) -> Arc<PeerDomain> {
+        let peer = Arc::new(peer);
+        if let Ok(mut peers) = self.peers.write() {
+            peers.retain(|p| p.domid() != peer.domid());
+            peers.push(peer.clone());
+        }
+        peer
+    }
+
+    /// Forget a peer (its domain went away). Mappings still held stay valid memory.
+    pub fn remove_peer(&self, domid: DomId) {
+        if let Ok(mut peers) = self.peers.write() {
+            peers.retain(|p| p.domid() != domid);
+        }
+    }
+
+    /// The peer `domid`, if known.
+    pub fn peer(&self, domid: DomId) -> Option<Arc<PeerDomain>> {
+        self.peers
+            .read()
+            .ok()?
+            .iter()
+            .find(|p| p.domid() == domid)
+            .cloned()
+    }
+
+    fn copy_one(&self, op: &GnttabCopy) -> GrantStatus {
+        let len = op.len as usize;
+        if len > PAGE_SIZE
+            || op.source.offset as usize + len > PAGE_SIZE
+            || op.dest.offset as usize + len > PAGE_SIZE
+        {
+            return GrantStatus::BadCopyArg;
+        }
+        let mut held: [Option<(Arc<PeerDomain>, GrantRef)>; 2] = [None, None];
+        let result = (|| {
+            let src = self.resolve(
+                op.flags & GNTCOPY_SOURCE_GREF != 0,
+                &op.source,
+                false,
+                &mut held[0],
+            )?;
+            let dst = self.resolve(
+                op.flags & GNTCOPY_DEST_GREF != 0,
+                &op.dest,
+                true,
+                &mut held[1],
+            )?;
+            let ok = dst.0.memory.copy_from(
+                dst.1 + op.dest.offset as usize,
+                &src.0.memory,
+                src.1 + op.source.offset as usize,
+                len,
+            );
+            if ok {
+                Ok(())
+            } else {
+                Err(GrantStatus::BadCopyArg)
+            }
+        })();
+        for (peer, gref) in held.into_iter().flatten() {
+            peer.unpin(gref);
+        }
+        match result {
+            Ok(()) => GrantStatus::Okay,
+            Err(s) => s,
+        }
+    }
+
+    /// Resolve one side of a copy to (regions, byte offset of the page); pins grants.
+    fn resolve(
+        &self,
+        is_gref: bool,
+        ptr: &xennet_ring::grant::GnttabCopyPtr,
+        write: bool,
+        held: &mut Option<(Arc<PeerDomain>, GrantRef)>,
+    ) -> Result<(Arc<Regions>, usize), GrantStatus> {
+        if !is_gref {
+            if ptr.domid != DomId::SELF.0 && ptr.domid != self.me.0 {
+                return Err(GrantStatus::PermissionDenied);
+            }
+            let at = self
+                .local
+                .frame_offset(ptr.u, 0, PAGE_SIZE)
+                .ok_or(GrantStatus::BadCopyArg)?;
+            return Ok((self.local.clone(), at));
+        }
+        let peer = self.peer(DomId(ptr.domid)).ok_or(GrantStatus::BadDomain)?;
+        let gref = GrantRef(u32::try_from(ptr.u).map_err(|_| GrantStatus::BadGntref)?);
+        let at = peer.pin(self.me, gref, write)?;
+        let regions = peer.regions.clone();
+        *held = Some((peer, gref));
+        Ok((regions, at))
+    }
+}
+
+impl GrantCopy for GrantOps {
+    fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<(), GrantStatus> {
+        for op in ops.iter_mut() {
+            op.status = self.copy_one(op).raw();
+        }
+        Ok(())
+    }
+}
+
+/// A peer page mapped through a grant; unmap with [`GrantMap::unmap`].
+pub struct Mapping {
+    peer: Arc<PeerDomain>,
+    gref: GrantRef,
+    ptr: NonNull<u8>,
+    readonly: bool,
+}
+
+// SAFETY: the pointer is into the peer's mapping, kept alive by the Arc held here; it is
+// only used through MappedPage's copy/atomic accessors, which are thread-agnostic.
+unsafe impl Send for Mapping {}
+
+impl MappedPage for Mapping {
+    fn as_ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    fn readonly(&self) -> bool {
+        self.readonly
+    }
+}
+
+impl GrantMap for GrantOps {
+    type Mapping = Mapping;
+
+    fn map(&self, domid: DomId, gref: GrantRef, readonly: bool) -> Result<Mapping, GrantStatus> {
+        let peer = self.peer(domid).ok_or(GrantStatus::BadDomain)?;
+        let at = peer.pin(self.me, gref, !readonly)?;
+        let ptr = match peer.regions.memory.ptr(at, PAGE_SIZE) {
+            Some(p) => p,
+            None => {
+                peer.unpin(gref);
+                return Err(GrantStatus::GeneralError);
+            }
+        };
+        Ok(Mapping {
+            peer,
+            gref,
+            ptr,
+            readonly,
+        })
+    }
+
+    fn unmap(&self, mapping: Mapping) -> Result<(), GrantStatus> {
+        mapping.peer.unpin(mapping.gref);
+        Ok(())
+    }
+}

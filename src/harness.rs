@@ -1,0 +1,117 @@
+//! Wiring a netfront to a netback vif without XenStore: the connection steps of the
+//! handshake (event channels bound, rings granted and mapped) done directly. Used by
+//! in-process tests, benchmarks and the XenStore handshake itself, so that every path
+//! connects the drivers the same way.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xennet_netback::vif::{NetbackQueue, QueueSetup, Vif, VifError};
+use xennet_netfront::{Features, FrontConfig, FrontError, Netfront};
+use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps, PeerDomain, ShmError};
+use xennet_ring::{DomId, Port};
+
+/// A frontend on the shared-memory platform.
+pub type Front = Netfront<Domain, EventPort>;
+/// A backend vif on the shared-memory platform.
+pub type Back = Vif<GrantOps, Domain, EventPort>;
+
+/// Why wiring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Platform failure (files, ports).
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// The frontend could not allocate or grant.
+    #[error("frontend: {0}")]
+    Front(FrontError),
+    /// The backend refused the rings.
+    #[error("backend: {0}")]
+    Back(#[from] VifError),
+}
+
+/// One domain's platform objects.
+#[derive(Clone)]
+pub struct Side {
+    /// Memory and grant table.
+    pub domain: Domain,
+    /// Grant copy/map on its behalf.
+    pub ops: GrantOps,
+    /// Its event channels.
+    pub events: Arc<EventChannels>,
+}
+
+impl Side {
+    /// An in-process domain of `pages` pages (anonymous memory).
+    pub fn anonymous(domid: DomId, pages: u32) -> Result<Side, ShmError> {
+        let domain = Domain::anonymous(domid, pages, 8192)?;
+        Ok(Side::from_domain(domain, None))
+    }
+
+    /// Wrap a domain (with a runtime directory, peers in other processes are found).
+    pub fn from_domain(domain: Domain, rt: Option<xennet_platform::shm::RuntimeDir>) -> Side {
+        Side {
+            ops: GrantOps::new(&domain),
+            events: EventChannels::new(&domain, rt),
+            domain,
+        }
+    }
+
+    /// Make `other` (a domain of this process) reachable for grants and events.
+    pub fn know(&self, other: &Side) {
+        self.ops.add_peer(PeerDomain::from_domain(&other.domain));
+        self.events
+            .add_peer(&PeerDomain::from_domain(&other.domain));
+    }
+}
+
+/// Per queue: the frontend's port, the backend's port.
+pub type QueuePorts = Vec<(Port, Port)>;
+
+/// Connect a frontend in `guest` to a backend vif in `backend` with `queues` queues,
+/// as the handshake would: the guest allocates unbound ports and grants its rings, the
+/// backend binds and maps them, then both connect.
+pub fn connect_pair(
+    backend: &Side,
+    guest: &Side,
+    devid: u32,
+    mac: [u8; 6],
+    queues: usize,
+    features: Features,
+    rate: Option<(u64, Duration)>,
+) -> Result<(Front, Back, QueuePorts), WireError> {
+    let (gid, bid) = (guest.domain.domid(), backend.domain.domid());
+    let mut ports = Vec::new();
+    for _ in 0..queues.max(1) {
+        let gp = guest.events.alloc_unbound(bid)?;
+        let bp = backend.events.bind_interdomain(gid, gp)?;
+        ports.push((gp, bp));
+    }
+    let kicks = ports
+        .iter()
+        .map(|(gp, _)| (guest.events.port(*gp), guest.events.port(*gp)))
+        .collect();
+    let mut front = Netfront::new(guest.domain.clone(), FrontConfig::new(bid, mac), kicks)
+        .map_err(WireError::Front)?;
+    let now = Instant::now();
+    let mut qs = Vec::new();
+    for (refs, (_, bp)) in front.queue_refs().into_iter().zip(&ports) {
+        let setup = QueueSetup {
+            frontend: gid,
+            tx_ring_ref: refs.tx_ring_ref,
+            rx_ring_ref: refs.rx_ring_ref,
+        };
+        let kick = backend.events.port(*bp);
+        qs.push(NetbackQueue::connect(
+            backend.ops.clone(),
+            backend.domain.clone(),
+            setup,
+            rate,
+            kick.clone(),
+            kick,
+            now,
+        )?);
+    }
+    front.connect(features);
+    Ok((front, Vif::new(gid, devid, qs), ports))
+}
