@@ -4,7 +4,7 @@
 //! Per port a bits word (`PENDING`, `MASKED`); per domain a `summary` word (some port
 //! may be pending), a `doorbell` sequence (the futex word) and a `sleepers` count.
 //! Sender: set PENDING; if it was clear and the port is unmasked, set the summary, bump
-//! the doorbell and wake if anyone sleeps. Receiver before sleeping: count itself as a
+//! the doorbell and wake if anyone sleeps (the shared reads are read-modify-writes). Receiver before sleeping: count itself as a
 //! sleeper, read the doorbell, look at the summary once more, and sleep only if the
 //! doorbell still has the value read. All SeqCst: the sleeper count and the summary
 //! form a Dekker pair, so a wake is never lost; kicks while pending coalesce.
@@ -32,10 +32,12 @@ pub trait Word {
     fn sub(&self, v: u32) -> u32;
     /// Swap, returning the previous value.
     fn swap(&self, v: u32) -> u32;
+    /// A sequentially consistent fence (the Dekker pair needs one on each side).
+    fn fence(&self);
 }
 
 macro_rules! impl_word {
-    ($t:ty) => {
+    ($t:ty, $fence:path) => {
         impl Word for $t {
             fn get(&self) -> u32 {
                 self.load(SeqCst)
@@ -58,13 +60,16 @@ macro_rules! impl_word {
             fn swap(&self, v: u32) -> u32 {
                 self.swap(v, SeqCst)
             }
+            fn fence(&self) {
+                $fence(SeqCst)
+            }
         }
     };
 }
 
-impl_word!(core::sync::atomic::AtomicU32);
+impl_word!(core::sync::atomic::AtomicU32, core::sync::atomic::fence);
 #[cfg(loom)]
-impl_word!(loom::sync::atomic::AtomicU32);
+impl_word!(loom::sync::atomic::AtomicU32, loom::sync::atomic::fence);
 
 /// Sender side: mark the port pending. Returns true if the receiver must be woken
 /// (the doorbell was bumped and someone sleeps).
@@ -74,9 +79,12 @@ pub fn raise<W: Word + ?Sized>(port_bits: &W, summary: &W, doorbell: &W, sleeper
         // Already pending (coalesced) or masked (stays pending until unmasked).
         return false;
     }
-    summary.set(1);
+    summary.swap(1);
     doorbell.add(1);
-    sleepers.get() > 0
+    doorbell.fence();
+    // Read-modify-writes read the latest value in each word's modification order, so
+    // with the sleeper's own RMWs this is a Dekker pair on any memory model.
+    sleepers.add(0) > 0
 }
 
 /// Receiver side: take the pending bit of an unmasked port.
@@ -98,8 +106,9 @@ pub fn clear_summary<W: Word + ?Sized>(summary: &W) -> bool {
 /// `None` if an event arrived meanwhile (do not sleep; call [`end_sleep`] anyway).
 pub fn begin_sleep<W: Word + ?Sized>(summary: &W, doorbell: &W, sleepers: &W) -> Option<u32> {
     sleepers.add(1);
-    let seq = doorbell.get();
-    if summary.get() != 0 {
+    sleepers.fence();
+    let seq = doorbell.add(0);
+    if summary.add(0) != 0 {
         return None;
     }
     Some(seq)
