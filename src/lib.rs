@@ -12,6 +12,8 @@ pub use xennet_platform as platform;
 pub use xennet_ring as ring;
 
 pub mod bench;
+pub mod dataplane;
+pub mod demo;
 pub mod guest;
 pub mod harness;
 pub mod toolstack;

@@ -19,12 +19,81 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the main demonstration.
-    Demo,
+    Demo(DemoArgs),
     /// Cross-process study of per-packet cost, with peers measured in the same run.
     Bench(BenchArgs),
     /// One side of one benchmark case (internal).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// How the driver domain connects guests: bridge, route (with proxy ARP) or nat.
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "route", "nat"])]
+    mode: String,
+    /// Route mode: turn proxy ARP off on the uplink (the remote host then cannot reach
+    /// the guests, as Xen's routing documentation describes).
+    #[arg(long)]
+    no_proxy_arp: bool,
+    /// What is behind peth0: `sim` (a simulated remote host) or `tap:NAME`.
+    #[arg(long, default_value = "sim")]
+    uplink: String,
+    /// Capture a port's frames: `PORT=FILE.pcap` (repeatable; ports vif1.0, peth0...).
+    #[arg(long, value_name = "PORT=FILE")]
+    capture: Vec<String>,
+    /// Number of guest domains.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+    guests: u16,
+    /// Pings per target.
+    #[arg(long, default_value_t = 4)]
+    count: u16,
+}
+
+fn demo(args: DemoArgs) -> ExitCode {
+    use xennet::netback::switch::Mode;
+    let mode = match args.mode.as_str() {
+        "route" => Mode::Route,
+        "nat" => Mode::Nat,
+        _ => Mode::Bridge,
+    };
+    let uplink = match args.uplink.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("xennet demo: --uplink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut captures = Vec::new();
+    for c in &args.capture {
+        match c.split_once('=') {
+            Some((port, file)) if !port.is_empty() && !file.is_empty() => {
+                captures.push((port.to_string(), PathBuf::from(file)))
+            }
+            _ => {
+                eprintln!("xennet demo: --capture {c:?}: expected PORT=FILE");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let opts = xennet::demo::DemoOptions {
+        mode,
+        proxy_arp: !args.no_proxy_arp,
+        uplink,
+        captures,
+        guests: args.guests,
+        count: args.count,
+    };
+    match xennet::demo::run(&opts) {
+        Ok(report) => {
+            print!("{}", report.text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xennet demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Args)]
@@ -110,10 +179,7 @@ fn bench(args: BenchArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo => {
-            println!("xennet demo: not yet implemented");
-            ExitCode::SUCCESS
-        }
+        Command::Demo(args) => demo(args),
         Command::Bench(args) => bench(args),
         Command::BenchWorker(w) => {
             let case = xennet::bench::Case {

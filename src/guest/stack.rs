@@ -178,6 +178,11 @@ impl<D: Device> GuestStack<D> {
             .poll(now(self.epoch), &mut self.device, &mut self.sockets);
     }
 
+    /// The device under the stack.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+
     /// How long the stack may sleep before it must be polled again.
     pub fn poll_delay(&mut self) -> Option<Duration> {
         self.iface

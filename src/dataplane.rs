@@ -1,0 +1,210 @@
+//! The driver domain's data plane: netback vifs feeding the switch (bridge, route or
+//! NAT) and the switch's deliveries fed back into the vifs' receive queues.
+//!
+//! One loop, event-driven: it works while any vif or endpoint has work, then arms every
+//! ring's event index and sleeps on the domain's event channels until a frontend kicks
+//! or the switch's next timer is due.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+
+use smoltcp::time::Instant;
+use xennet_netback::switch::domain::DriverDomain;
+use xennet_netback::switch::{Output, PortId};
+use xennet_netback::vif::VifCounters;
+use xennet_ring::Port;
+
+use crate::harness::{Back, Side};
+
+/// Frames taken from one vif per pass before others get a turn.
+const TX_BUDGET: usize = 256;
+/// Longest sleep when nothing is timed.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// A vif attached to a switch port.
+pub struct VifPort {
+    /// The switch port (`vif<domid>.<devid>`).
+    pub port: PortId,
+    /// The backend device.
+    pub vif: Back,
+    /// Its event-channel ports (backend side).
+    pub events: Vec<Port>,
+}
+
+/// netback + switch.
+pub struct Dataplane {
+    /// The driver domain's platform.
+    pub side: Side,
+    /// The switch with its endpoints and captures.
+    pub dd: DriverDomain,
+    /// Connected vifs.
+    pub vifs: Vec<VifPort>,
+    /// Counters of vifs that were removed.
+    pub departed: Vec<(String, VifCounters)>,
+    epoch: StdInstant,
+    scratch: Vec<(PortId, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    woken: Vec<Port>,
+}
+
+/// Deliveries to vif ports, kept for the vifs' receive queues.
+struct ToVifs<'a> {
+    out: &'a mut Vec<(PortId, Vec<u8>)>,
+    spare: &'a mut Vec<Vec<u8>>,
+}
+
+impl Output for ToVifs<'_> {
+    fn deliver(&mut self, egress: PortId, frame: &[u8]) {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        self.out.push((egress, buf));
+    }
+}
+
+impl Dataplane {
+    /// A data plane over a switch; vifs are added as guests connect.
+    pub fn new(side: Side, dd: DriverDomain) -> Dataplane {
+        Dataplane {
+            side,
+            dd,
+            vifs: Vec::new(),
+            departed: Vec::new(),
+            epoch: StdInstant::now(),
+            scratch: Vec::new(),
+            spare: Vec::new(),
+            woken: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// Attach a connected vif to its switch port.
+    pub fn add_vif(&mut self, port: PortId, vif: Back, events: Vec<Port>) {
+        tracing::info!(vif = %vif.name(), "vif connected");
+        self.vifs.push(VifPort { port, vif, events });
+    }
+
+    /// Detach and close a vif (its port stays in the switch until removed).
+    pub fn remove_vif(&mut self, port: PortId) -> Option<VifCounters> {
+        let i = self.vifs.iter().position(|v| v.port == port)?;
+        let v = self.vifs.remove(i);
+        for p in &v.events {
+            self.side.events.close(*p);
+        }
+        let name = v.vif.name();
+        let counters = v.vif.close();
+        tracing::info!(vif = %name, "vif disconnected");
+        self.departed.push((name, counters));
+        Some(counters)
+    }
+
+    /// One pass: guest transmit into the switch, endpoints and timers, switch output
+    /// into the guests' receive rings. Returns whether anything moved.
+    pub fn run_once(&mut self) -> bool {
+        let now = self.now();
+        let snow = StdInstant::now();
+        let mut moved = false;
+        let mut broken = Vec::new();
+        let mut frames = std::mem::take(&mut self.scratch);
+        for v in &mut self.vifs {
+            let port = v.port;
+            let spare = &mut self.spare;
+            let r = v.vif.process_tx(TX_BUDGET, snow, &mut |f| {
+                let mut buf = spare.pop().unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(f);
+                frames.push((port, buf));
+            });
+            if r.is_err() {
+                broken.push(port);
+            }
+        }
+        let mut out = Vec::new();
+        for (port, f) in frames.drain(..) {
+            moved = true;
+            self.dd.input(
+                now,
+                port,
+                &f,
+                &mut ToVifs {
+                    out: &mut out,
+                    spare: &mut self.spare,
+                },
+            );
+            self.spare.push(f);
+        }
+        self.scratch = frames;
+        self.dd.poll(
+            now,
+            &mut ToVifs {
+                out: &mut out,
+                spare: &mut self.spare,
+            },
+        );
+        for (egress, f) in out.drain(..) {
+            moved = true;
+            if let Some(v) = self.vifs.iter_mut().find(|v| v.port == egress) {
+                v.vif.enqueue_rx(&f, snow);
+            }
+            if self.spare.len() < 256 {
+                self.spare.push(f);
+            }
+        }
+        for v in &mut self.vifs {
+            match v.vif.process_rx(snow) {
+                Ok(n) => moved |= n > 0,
+                Err(_) => broken.push(v.port),
+            }
+        }
+        for port in broken {
+            self.remove_vif(port);
+        }
+        moved
+    }
+
+    /// Sleep until a frontend kicks, the switch has timed work, or `limit` passes;
+    /// first arming every ring (a final check that finds work returns at once).
+    pub fn wait(&mut self, limit: Duration) {
+        let mut work = false;
+        for v in &mut self.vifs {
+            work |= v.vif.final_check().unwrap_or(true);
+        }
+        if work {
+            return;
+        }
+        let now = self.now();
+        let mut sleep = limit.min(MAX_SLEEP);
+        if let Some(at) = self.dd.poll_at(now) {
+            let d = at - now;
+            sleep = sleep.min(Duration::from_micros(d.total_micros()));
+        }
+        for v in &self.vifs {
+            if let Some(at) = v.vif.poll_at() {
+                sleep = sleep.min(at.saturating_duration_since(StdInstant::now()));
+            }
+        }
+        self.woken.clear();
+        self.side.events.wait_into(Some(sleep), &mut self.woken);
+        for p in &self.woken {
+            for v in &mut self.vifs {
+                if let Some(i) = v.events.iter().position(|e| e == p) {
+                    if let Some(q) = v.vif.queues_mut().get_mut(i) {
+                        q.note_notification();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if !self.run_once() {
+                self.wait(MAX_SLEEP);
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! `xennet demo`: a driver domain and guests, each guest a netfront with a smoltcp
+//! stack, connected through netback to a bridge, a router with proxy ARP, or NAT, with
+//! the simulated remote host (or a TAP device) on the uplink. Guests ping the remote
+//! host and each other and talk to its TCP echo port; the demo prints what each saw,
+//! the bridge table and every vif's counters.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use smoltcp::time::Instant;
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use xennet_netback::capture::PcapSink;
+use xennet_netback::config::UplinkSpec;
+use xennet_netback::switch::domain::DriverDomain;
+use xennet_netback::switch::route::RouterConfig;
+use xennet_netback::switch::{brctl, Fabric, FabricConfig, Mode, PortConfig, PortKind};
+use xennet_netback::uplink::host::{Host, HostConfig};
+use xennet_netback::uplink::tap::TapDevice;
+use xennet_netback::wire::MacAddr;
+use xennet_netfront::phy::NetfrontDevice;
+use xennet_netfront::Features;
+use xennet_ring::DomId;
+
+use crate::dataplane::Dataplane;
+use crate::guest::stack::GuestStack;
+use crate::harness::{connect_pair, Side};
+
+/// What the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Bridge, route or NAT.
+    pub mode: Mode,
+    /// Proxy ARP on the uplink (route mode).
+    pub proxy_arp: bool,
+    /// What is behind `peth0`.
+    pub uplink: UplinkSpec,
+    /// `PORT=FILE` captures.
+    pub captures: Vec<(String, PathBuf)>,
+    /// Number of guests (1..=8).
+    pub guests: u16,
+    /// Pings per target.
+    pub count: u16,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            mode: Mode::Bridge,
+            proxy_arp: true,
+            uplink: UplinkSpec::Sim,
+            captures: Vec::new(),
+            guests: 2,
+            count: 4,
+        }
+    }
+}
+
+/// What a demo run saw.
+#[derive(Debug, Default)]
+pub struct DemoReport {
+    /// The printable transcript.
+    pub text: String,
+    /// Per guest: pings to the remote host (sent, received).
+    pub remote_pings: Vec<(u32, u32)>,
+    /// Guest 1 -> guest 2 pings (sent, received), when there are two guests.
+    pub guest_pings: Option<(u32, u32)>,
+    /// Whether the TCP echo exchange with the remote host returned the payload.
+    pub tcp_echo_ok: bool,
+}
+
+const SIM_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 148);
+const DD_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 204);
+const DD_MAC: MacAddr = MacAddr([0x00, 0x16, 0x3e, 0x00, 0x00, 0x01]);
+
+fn guest_mac(domid: u16) -> [u8; 6] {
+    [0x00, 0x16, 0x3e, 0x5e, 0x00, domid as u8]
+}
+
+/// A guest's address and gateway in each mode (Xen's conventions: same segment as the
+/// uplink for bridge and route, `10.0.<domid>.1` behind `10.0.<domid>.128` for NAT).
+fn guest_addr(mode: Mode, domid: u16) -> (Ipv4Cidr, Option<Ipv4Address>) {
+    match mode {
+        Mode::Bridge => (
+            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
+            None,
+        ),
+        Mode::Route => (
+            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
+            Some(DD_IP),
+        ),
+        Mode::Nat => (
+            Ipv4Cidr::new(Ipv4Address::new(10, 0, domid as u8, 1), 24),
+            Some(Ipv4Address::new(10, 0, domid as u8, 128)),
+        ),
+    }
+}
+
+/// Errors that stop the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Setting up the switch failed.
+    #[error("switch: {0}")]
+    Switch(String),
+    /// Platform or driver wiring failed.
+    #[error(transparent)]
+    Wire(#[from] crate::harness::WireError),
+    /// Platform failure.
+    #[error(transparent)]
+    Shm(#[from] xennet_platform::shm::ShmError),
+}
+
+fn sw<E: std::fmt::Display>(e: E) -> DemoError {
+    DemoError::Switch(e.to_string())
+}
+
+/// Run the demo.
+pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let guests = opts.guests.clamp(1, 8);
+    let mut rep = DemoReport::default();
+    let mut t = String::new();
+    let mode_name = match opts.mode {
+        Mode::Bridge => "bridge",
+        Mode::Route => "route",
+        Mode::Nat => "nat",
+    };
+    let _ = writeln!(
+        t,
+        "xennet demo: driver domain 0 in {mode_name} mode, {guests} guest(s), uplink {}",
+        match &opts.uplink {
+            UplinkSpec::Sim => "sim (remote host 128.153.144.148)".to_string(),
+            UplinkSpec::Tap(n) => format!("tap:{n}"),
+            UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
+        }
+    );
+
+    // The driver domain: switch, uplink, its own stack on vif0.0 (bridge mode).
+    let cfg = FabricConfig {
+        mode: opts.mode,
+        router: RouterConfig {
+            proxy_arp_uplink: opts.proxy_arp,
+            ..RouterConfig::default()
+        },
+        ..FabricConfig::default()
+    };
+    let mut dd = DriverDomain::new(Fabric::new(cfg).map_err(sw)?);
+    let up_cfg = PortConfig {
+        port_mac: DD_MAC,
+        ..PortConfig::default()
+    };
+    let uplink = dd
+        .fabric_mut()
+        .add_port("peth0", PortKind::Uplink, up_cfg)
+        .map_err(sw)?;
+    match &opts.uplink {
+        UplinkSpec::Sim => {
+            let host = Host::new(HostConfig::sim_uplink(), Instant::ZERO).map_err(sw)?;
+            dd.attach(uplink, Box::new(host));
+        }
+        UplinkSpec::Tap(name) => {
+            dd.attach(uplink, Box::new(TapDevice::open(name).map_err(sw)?));
+        }
+        UplinkSpec::Pcap(path) => {
+            let replay = xennet_netback::uplink::pcap::PcapReplay::load(path).map_err(sw)?;
+            dd.attach(uplink, Box::new(replay));
+        }
+    }
+    if opts.mode == Mode::Bridge {
+        let local = dd
+            .fabric_mut()
+            .add_port("vif0.0", PortKind::Local, PortConfig::default())
+            .map_err(sw)?;
+        let host = Host::new(HostConfig::driver_domain(DD_MAC), Instant::ZERO).map_err(sw)?;
+        dd.attach(local, Box::new(host));
+    }
+
+    let dom0 = Side::anonymous(DomId(0), 8192)?;
+    let mut guest_sides = Vec::new();
+    let mut fronts = Vec::new();
+    let mut vif_ports = Vec::new();
+    for i in 1..=guests {
+        let side = Side::anonymous(DomId(i), 2048)?;
+        dom0.know(&side);
+        side.know(&dom0);
+        let (addr, _) = guest_addr(opts.mode, i);
+        let pcfg = PortConfig {
+            peer_mac: Some(MacAddr(guest_mac(i))),
+            ips: vec![addr.address()],
+            ..PortConfig::default()
+        };
+        let port = dd
+            .fabric_mut()
+            .add_port(
+                format!("vif{i}.0"),
+                PortKind::Vif { domid: i, devid: 0 },
+                pcfg,
+            )
+            .map_err(sw)?;
+        let features = Features {
+            sg: true,
+            gso_tcpv4: false,
+        };
+        let (front, back, ports) = connect_pair(&dom0, &side, 0, guest_mac(i), 1, features, None)?;
+        vif_ports.push((port, back, ports.iter().map(|p| p.1).collect::<Vec<_>>()));
+        fronts.push(front);
+        guest_sides.push(side);
+    }
+    for (name, path) in &opts.captures {
+        match dd.fabric().port_id(name) {
+            Some(id) => {
+                let sink = PcapSink::create(path).map_err(sw)?;
+                dd.captures_mut().attach_port(id, sink);
+                let _ = writeln!(t, "capturing {name} to {}", path.display());
+            }
+            None => {
+                return Err(DemoError::Switch(format!(
+                    "no port named {name:?} to capture"
+                )))
+            }
+        }
+    }
+    let mut plane = Dataplane::new(dom0, dd);
+    for (port, back, ports) in vif_ports {
+        plane.add_vif(port, back, ports);
+    }
+
+    // The driver domain runs in its own thread, as it would in its own domain.
+    let stop = Arc::new(AtomicBool::new(false));
+    let dd_thread = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            plane.run(&stop);
+            plane
+        })
+    };
+
+    // Guests 2.. serve in their own threads; guest 1 runs the script.
+    let mut stacks = Vec::new();
+    for (i, (front, side)) in fronts.into_iter().zip(guest_sides).enumerate() {
+        let domid = i as u16 + 1;
+        let (addr, gw) = guest_addr(opts.mode, domid);
+        let dev = NetfrontDevice::new(front);
+        let banner = format!("hello from guest domain {domid} over xennet");
+        stacks.push((
+            GuestStack::new(dev, guest_mac(domid), addr, gw, &banner),
+            side,
+            addr,
+        ));
+    }
+    let mut first = stacks.remove(0);
+    let serve_stop = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+    for (mut stack, side, _) in stacks.drain(..) {
+        let serve_stop = serve_stop.clone();
+        servers.push(thread::spawn(move || {
+            let events = side.events.clone();
+            while !serve_stop.load(Ordering::Relaxed) {
+                stack.serve_for(Duration::from_millis(100), &mut |d| {
+                    events.wait(Some(d));
+                });
+            }
+        }));
+    }
+    let events = first.1.events.clone();
+    let mut wait = |d: Duration| {
+        events.wait(Some(d));
+    };
+    let interval = Duration::from_millis(100);
+    let _ = writeln!(t, "\nguest 1 ({}) pings the remote host {SIM_IP}:", first.2);
+    let ping = first.0.ping(
+        SIM_IP,
+        opts.count,
+        interval,
+        Duration::from_secs(1),
+        &mut wait,
+    );
+    let _ = writeln!(t, "{ping}");
+    rep.remote_pings.push((ping.transmitted, ping.received));
+    if guests >= 2 {
+        let (g2, _) = guest_addr(opts.mode, 2);
+        let _ = writeln!(t, "\nguest 1 pings guest 2 ({}):", g2.address());
+        let p = first.0.ping(
+            g2.address(),
+            opts.count,
+            interval,
+            Duration::from_secs(1),
+            &mut wait,
+        );
+        let _ = writeln!(t, "{p}");
+        rep.guest_pings = Some((p.transmitted, p.received));
+    }
+    let _ = writeln!(t, "\nguest 1 opens a TCP connection to {SIM_IP}:7 (echo):");
+    let payload = b"xennet: frames through netfront, the shared rings and netback";
+    match first
+        .0
+        .tcp_exchange(SIM_IP, 7, payload, false, Duration::from_secs(3), &mut wait)
+    {
+        Ok(back) if back == payload => {
+            rep.tcp_echo_ok = true;
+            let _ = writeln!(t, "echoed {} bytes intact", back.len());
+        }
+        Ok(back) => {
+            let _ = writeln!(t, "echo returned {} of {} bytes", back.len(), payload.len());
+        }
+        Err(e) => {
+            let _ = writeln!(t, "echo failed: {e}");
+        }
+    }
+
+    serve_stop.store(true, Ordering::Relaxed);
+    for s in servers {
+        let _ = s.join();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut plane = dd_thread
+        .join()
+        .map_err(|_| DemoError::Switch("driver domain thread panicked".into()))?;
+    let _ = plane.dd.captures_mut().flush();
+
+    if opts.mode == Mode::Bridge {
+        let _ = writeln!(
+            t,
+            "\n$ xennet brctl show\n{}",
+            brctl::show(plane.dd.fabric())
+        );
+    }
+    let _ = writeln!(t, "vif counters:");
+    let _ = writeln!(
+        t,
+        "{:<8} {:>8} {:>10} {:>8} {:>10} {:>7} {:>9} {:>9}",
+        "vif", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "kicks in", "kicks out"
+    );
+    for v in &plane.vifs {
+        let c = v.vif.counters();
+        let _ = writeln!(
+            t,
+            "{:<8} {:>8} {:>10} {:>8} {:>10} {:>7} {:>9} {:>9}",
+            v.vif.name(),
+            c.tx_packets,
+            c.tx_bytes,
+            c.rx_packets,
+            c.rx_bytes,
+            c.tx_errors + c.rx_dropped(),
+            c.notify_received,
+            c.notify_sent
+        );
+    }
+    let fc = first.0.device_mut().counters();
+    let _ = writeln!(
+        t,
+        "guest 1 netfront: tx {} frames, rx {} frames, {} notifications sent, {} rx buffers posted",
+        fc.tx_packets, fc.rx_packets, fc.notify_sent, fc.rx_posted
+    );
+    rep.text = t;
+    Ok(rep)
+}
