@@ -77,7 +77,8 @@ impl Dataplane {
         }
     }
 
-    fn now(&self) -> Instant {
+    /// The switch clock (what ageing timers count against).
+    pub fn now(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
     }
 

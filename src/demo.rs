@@ -11,15 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use smoltcp::time::Instant;
-use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use xennet_netback::capture::PcapSink;
 use xennet_netback::config::UplinkSpec;
-use xennet_netback::switch::domain::DriverDomain;
-use xennet_netback::switch::route::RouterConfig;
-use xennet_netback::switch::{brctl, Fabric, FabricConfig, Mode, PortConfig, PortKind};
-use xennet_netback::uplink::host::{Host, HostConfig};
-use xennet_netback::uplink::tap::TapDevice;
+use xennet_netback::switch::{brctl, Mode, PortConfig, PortKind};
 use xennet_netback::wire::MacAddr;
 use xennet_netfront::phy::NetfrontDevice;
 use xennet_netfront::Features;
@@ -72,32 +66,7 @@ pub struct DemoReport {
     pub tcp_echo_ok: bool,
 }
 
-const SIM_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 148);
-const DD_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 204);
-const DD_MAC: MacAddr = MacAddr([0x00, 0x16, 0x3e, 0x00, 0x00, 0x01]);
-
-fn guest_mac(domid: u16) -> [u8; 6] {
-    [0x00, 0x16, 0x3e, 0x5e, 0x00, domid as u8]
-}
-
-/// A guest's address and gateway in each mode (Xen's conventions: same segment as the
-/// uplink for bridge and route, `10.0.<domid>.1` behind `10.0.<domid>.128` for NAT).
-fn guest_addr(mode: Mode, domid: u16) -> (Ipv4Cidr, Option<Ipv4Address>) {
-    match mode {
-        Mode::Bridge => (
-            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
-            None,
-        ),
-        Mode::Route => (
-            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
-            Some(DD_IP),
-        ),
-        Mode::Nat => (
-            Ipv4Cidr::new(Ipv4Address::new(10, 0, domid as u8, 1), 24),
-            Some(Ipv4Address::new(10, 0, domid as u8, 128)),
-        ),
-    }
-}
+use crate::toolstack::up::{driver_domain, guest_addr, guest_mac, SIM_IP};
 
 /// Errors that stop the demo.
 #[derive(Debug, thiserror::Error)]
@@ -138,44 +107,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     );
 
     // The driver domain: switch, uplink, its own stack on vif0.0 (bridge mode).
-    let cfg = FabricConfig {
-        mode: opts.mode,
-        router: RouterConfig {
-            proxy_arp_uplink: opts.proxy_arp,
-            ..RouterConfig::default()
-        },
-        ..FabricConfig::default()
-    };
-    let mut dd = DriverDomain::new(Fabric::new(cfg).map_err(sw)?);
-    let up_cfg = PortConfig {
-        port_mac: DD_MAC,
-        ..PortConfig::default()
-    };
-    let uplink = dd
-        .fabric_mut()
-        .add_port("peth0", PortKind::Uplink, up_cfg)
-        .map_err(sw)?;
-    match &opts.uplink {
-        UplinkSpec::Sim => {
-            let host = Host::new(HostConfig::sim_uplink(), Instant::ZERO).map_err(sw)?;
-            dd.attach(uplink, Box::new(host));
-        }
-        UplinkSpec::Tap(name) => {
-            dd.attach(uplink, Box::new(TapDevice::open(name).map_err(sw)?));
-        }
-        UplinkSpec::Pcap(path) => {
-            let replay = xennet_netback::uplink::pcap::PcapReplay::load(path).map_err(sw)?;
-            dd.attach(uplink, Box::new(replay));
-        }
-    }
-    if opts.mode == Mode::Bridge {
-        let local = dd
-            .fabric_mut()
-            .add_port("vif0.0", PortKind::Local, PortConfig::default())
-            .map_err(sw)?;
-        let host = Host::new(HostConfig::driver_domain(DD_MAC), Instant::ZERO).map_err(sw)?;
-        dd.attach(local, Box::new(host));
-    }
+    let mut dd =
+        driver_domain(opts.mode, opts.proxy_arp, &opts.uplink).map_err(DemoError::Switch)?;
 
     let dom0 = Side::anonymous(DomId(0), 8192)?;
     let mut guest_sides = Vec::new();
@@ -356,4 +289,207 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     );
     rep.text = t;
     Ok(rep)
+}
+
+/// The demo with every domain in its own process: `xennet up` and one
+/// `xennet guest` per guest, started from `exe` (the `xennet` binary), talking
+/// through XenStore, shared memory and event channels only. Returns the
+/// transcript and whether every claim held.
+pub fn run_processes(
+    opts: &DemoOptions,
+    exe: &std::path::Path,
+) -> Result<(String, bool), DemoError> {
+    use std::process::{Command, Stdio};
+    use std::time::Instant as Now;
+
+    use crate::toolstack::{control, up};
+    use xennet_platform::xenstore::XsClient;
+
+    struct Children(Vec<std::process::Child>, PathBuf);
+    impl Drop for Children {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                // SIGTERM first so each tears down; then make sure.
+                // SAFETY: kill(2) on a pid we spawned and have not yet reaped.
+                unsafe {
+                    libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            let deadline = Now::now() + Duration::from_secs(5);
+            for c in &mut self.0 {
+                while Now::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+
+    let guests = opts.guests.clamp(1, 8);
+    let mode = opts.mode;
+    let dir = xennet_platform::shm::RuntimeDir::default_path()
+        .join(format!("demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut kids = Children(Vec::new(), dir.clone());
+    let mut t = String::new();
+    let progress = |s: &str| eprintln!("[demo] {s}");
+    let _ = writeln!(
+        t,
+        "xennet demo: driver domain 0 in {} mode, {guests} guest(s), uplink {}, each domain its own process",
+        up::mode_name(mode),
+        match &opts.uplink {
+            UplinkSpec::Sim => "sim (remote host 128.153.144.148)".to_string(),
+            UplinkSpec::Tap(n) => format!("tap:{n}"),
+            UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
+        }
+    );
+    let _ = writeln!(t, "instance directory {}", dir.display());
+
+    progress("starting the driver domain (xennet up)");
+    let mut cmd = Command::new(exe);
+    cmd.arg("up")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--mode")
+        .arg(up::mode_name(mode));
+    if !opts.proxy_arp {
+        cmd.arg("--no-proxy-arp");
+    }
+    cmd.arg("--uplink").arg(match &opts.uplink {
+        UplinkSpec::Sim => "sim".to_string(),
+        UplinkSpec::Tap(n) => format!("tap:{n}"),
+        UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
+    });
+    for (port, file) in &opts.captures {
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
+        cmd.arg("--capture")
+            .arg(format!("{port}={}", file.display()));
+        let _ = writeln!(t, "capturing {port} to {}", file.display());
+    }
+    kids.0.push(cmd.stdout(Stdio::null()).spawn().map_err(sw)?);
+    let deadline = Now::now() + Duration::from_secs(15);
+    loop {
+        if control::request(&dir, &["info"]).is_ok() {
+            break;
+        }
+        if let Ok(Some(st)) = kids.0[0].try_wait() {
+            return Err(DemoError::Switch(format!("xennet up exited early ({st})")));
+        }
+        if Now::now() > deadline {
+            return Err(DemoError::Switch("driver domain did not start".into()));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    let xs = XsClient::connect(up::xenstore_dir(&dir).join("socket")).map_err(sw)?;
+    for g in 2..=guests {
+        progress(&format!(
+            "starting guest {g} (serves ping, TCP echo and HTTP)"
+        ));
+        let child = Command::new(exe)
+            .args(["guest", "--domid", &g.to_string(), "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(sw)?;
+        kids.0.push(child);
+    }
+    // Wait for every serving guest's vif to be Connected (the handshake ran).
+    let deadline = Now::now() + Duration::from_secs(15);
+    for g in 2..=guests {
+        let node = format!("/local/domain/0/backend/vif/{g}/0/state");
+        while xs.try_read_string(&node).ok().flatten().as_deref() != Some("4") {
+            if Now::now() > deadline {
+                return Err(DemoError::Switch(format!("guest {g} did not connect")));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    let mut ok = true;
+    let guest1 = |args: &[String]| -> Result<(bool, String), DemoError> {
+        let out = Command::new(exe)
+            .args(["guest", "--domid", "1", "--dir"])
+            .arg(&dir)
+            .args(args)
+            .args(["--count", &opts.count.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(sw)?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let remote = SIM_IP.to_string();
+    progress("guest 1 pings the remote host and opens a TCP connection to it");
+    let mut script = vec!["--ping".to_string(), remote.clone()];
+    if opts.proxy_arp || mode != Mode::Route {
+        script.extend(["--tcp-echo".to_string(), format!("{remote}:7")]);
+    } else {
+        script.push("--expect-loss".into());
+        let _ = writeln!(
+            t,
+            "\nproxy ARP is off on the uplink: the remote host's ARP requests for the guest go\n\
+             unanswered, so (as Xen's routing documentation describes) no reply reaches guest 1."
+        );
+    }
+    let (good, out) = guest1(&script)?;
+    ok &= good;
+    t.push_str(&out);
+    if guests >= 2 {
+        let (g2, _) = guest_addr(mode, 2);
+        progress("guest 1 pings guest 2");
+        let (good, out) = guest1(&["--ping".to_string(), g2.address().to_string()])?;
+        ok &= good;
+        t.push_str(&out);
+    }
+    if mode == Mode::Bridge {
+        if let Ok(s) = control::request(&dir, &["brctl", "show"]) {
+            let _ = writeln!(t, "\n$ xennet brctl show\n{s}");
+        }
+    }
+    if let Ok(s) = control::request(&dir, &["list"]) {
+        let _ = writeln!(t, "\n$ xennet list\n{s}");
+    }
+    if let Ok(s) = control::request(&dir, &["stats"]) {
+        let _ = writeln!(t, "$ xennet stats\n{s}");
+    }
+    progress("tearing down: guests close their devices, then the driver domain stops");
+    for c in kids.0.iter_mut().skip(1) {
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    for c in kids.0.iter_mut().skip(1) {
+        let deadline = Now::now() + Duration::from_secs(10);
+        while Now::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = control::request(&dir, &["down"]);
+    let deadline = Now::now() + Duration::from_secs(10);
+    while Now::now() < deadline {
+        if let Ok(Some(_)) = kids.0[0].try_wait() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop(kids);
+    let _ = writeln!(
+        t,
+        "{}",
+        if ok {
+            "demo: every claim above held"
+        } else {
+            "demo: FAILED: a claim above did not hold"
+        }
+    );
+    Ok((t, ok))
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -22,6 +23,26 @@ enum Command {
     Demo(DemoArgs),
     /// Cross-process study of per-packet cost, with peers measured in the same run.
     Bench(BenchArgs),
+    /// Start the driver domain: XenStore daemon, domain 0, netback and the switch.
+    Up(UpArgs),
+    /// Run a guest domain: netfront + a smoltcp stack, connected through XenStore.
+    Guest(GuestArgs),
+    /// Domains and their vifs with XenStore states.
+    List(DirArg),
+    /// Per-vif counters.
+    Stats(StatsArgs),
+    /// Bridge views like bridge-utils: `brctl show`, `brctl showmacs xenbr0`.
+    Brctl(BrctlArgs),
+    /// Print the XenStore tree (like xenstore-ls) of a running driver domain.
+    XenstoreLs(XsLsArgs),
+    /// Destroy a guest's devices (what `xl destroy` does to its vifs).
+    Destroy(DestroyArgs),
+    /// Stop the driver domain (guests see their backend close).
+    Down(DirArg),
+    /// Run the XenStore daemon alone: DIR/socket for domain 0.
+    Xenstored(XenstoredArgs),
+    /// Introduce a domain to a XenStore daemon (opens DIR/domain/<id>/socket).
+    XenstoreIntroduce(IntroduceArgs),
     /// One side of one benchmark case (internal).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
@@ -48,6 +69,9 @@ struct DemoArgs {
     /// Pings per target.
     #[arg(long, default_value_t = 4)]
     count: u16,
+    /// Run every domain as a thread of this process instead of separate processes.
+    #[arg(long)]
+    threads: bool,
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
@@ -84,10 +108,45 @@ fn demo(args: DemoArgs) -> ExitCode {
         guests: args.guests,
         count: args.count,
     };
+    if !args.threads {
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("xennet demo: cannot find my own executable: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match xennet::demo::run_processes(&opts, &exe) {
+            Ok((text, ok)) => {
+                print!("{text}");
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("xennet demo: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match xennet::demo::run(&opts) {
         Ok(report) => {
             print!("{}", report.text);
-            ExitCode::SUCCESS
+            let expect_loss = !opts.proxy_arp && opts.mode == xennet::netback::switch::Mode::Route;
+            let remote_ok =
+                report
+                    .remote_pings
+                    .iter()
+                    .all(|&(_, rx)| if expect_loss { rx == 0 } else { rx > 0 });
+            let guests_ok = report.guest_pings.map_or(true, |(_, rx)| rx > 0);
+            if remote_ok && guests_ok && (expect_loss || report.tcp_echo_ok) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("xennet demo: a claim did not hold");
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("xennet demo: {e}");
@@ -178,7 +237,37 @@ fn bench(args: BenchArgs) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("XENNET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
+        Command::Up(a) => cli_up(a),
+        Command::Guest(a) => cli_guest(a),
+        Command::List(a) => control(&a.dir(), &["list"]),
+        Command::Stats(a) => {
+            if a.json {
+                control(&a.dir.dir(), &["stats", "--json"])
+            } else {
+                control(&a.dir.dir(), &["stats"])
+            }
+        }
+        Command::Brctl(a) => {
+            let mut w = vec!["brctl"];
+            w.extend(a.args.iter().map(String::as_str));
+            if a.args.is_empty() {
+                w.push("show");
+            }
+            control(&a.dir.dir(), &w)
+        }
+        Command::XenstoreLs(a) => xenstore_ls(&a),
+        Command::Destroy(a) => control(&a.dir.dir(), &["destroy", &a.domid.to_string()]),
+        Command::Down(a) => control(&a.dir(), &["down"]),
+        Command::Xenstored(a) => cli_xenstored(&a),
+        Command::XenstoreIntroduce(a) => cli_introduce(&a),
         Command::Demo(args) => demo(args),
         Command::Bench(args) => bench(args),
         Command::BenchWorker(w) => {
@@ -195,6 +284,365 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `--dir`: the instance directory shared by `up`, guests and the tools.
+#[derive(Args, Clone)]
+struct DirArg {
+    /// Instance directory (default: $XENNET_RUNTIME_DIR, $XDG_RUNTIME_DIR/xennet or /run/xennet).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    fn dir(&self) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(xennet::toolstack::up::default_dir)
+    }
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// How the driver domain connects guests: bridge, route (with proxy ARP) or nat.
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "route", "nat"])]
+    mode: String,
+    /// Route mode: proxy ARP off on the uplink.
+    #[arg(long)]
+    no_proxy_arp: bool,
+    /// What is behind peth0: `sim` (a simulated remote host) or `tap:NAME`.
+    #[arg(long, default_value = "sim")]
+    uplink: String,
+    /// Capture a port's frames: `PORT=FILE.pcap` (repeatable; vif ports may be named
+    /// before their guest starts).
+    #[arg(long, value_name = "PORT=FILE")]
+    capture: Vec<String>,
+    /// Queues offered to each frontend (`multi-queue-max-queues`).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=8))]
+    max_queues: u16,
+}
+
+#[derive(Args)]
+struct GuestArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// This guest's domain id.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32767))]
+    domid: u16,
+    /// xl vif spec, e.g. `mac=00:16:3e:00:00:05,ip=128.153.144.210`.
+    #[arg(long, default_value = "")]
+    vif: String,
+    /// Queues to ask for.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    queues: u16,
+    /// Address with prefix (default: what the driver domain assigns).
+    #[arg(long, value_name = "CIDR")]
+    ip: Option<String>,
+    /// Default gateway (default: what the driver domain assigns).
+    #[arg(long)]
+    gw: Option<String>,
+    /// Ping this address (repeatable).
+    #[arg(long, value_name = "IP")]
+    ping: Vec<String>,
+    /// Echo requests per ping target.
+    #[arg(long, default_value_t = 4)]
+    count: u16,
+    /// Exchange a payload with a TCP echo service.
+    #[arg(long, value_name = "IP:PORT")]
+    tcp_echo: Option<String>,
+    /// The pings are expected to go unanswered (exit 0 only if they do).
+    #[arg(long)]
+    expect_loss: bool,
+    /// Keep serving after the pings/TCP script (the default when there is no script).
+    #[arg(long)]
+    serve: bool,
+    /// Seconds to wait for a driver domain.
+    #[arg(long, default_value_t = 30)]
+    wait: u64,
+}
+
+#[derive(Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BrctlArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// `show` or `showmacs BRIDGE`.
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct XsLsArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// Subtree to print.
+    #[arg(default_value = "/")]
+    path: String,
+}
+
+#[derive(Args)]
+struct DestroyArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// The guest.
+    domid: u16,
+}
+
+#[derive(Args)]
+struct XenstoredArgs {
+    /// Directory for the sockets: DIR/socket (domain 0) and DIR/domain/<id>/socket.
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Args)]
+struct IntroduceArgs {
+    /// Domain to introduce.
+    domid: u16,
+    /// The daemon's directory (as given to `xennet xenstored --dir`).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+/// Set by SIGINT/SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM ask the long-running commands to tear down cleanly.
+fn install_stop_handler() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: `on_signal` is async-signal-safe (one atomic store) and has the
+        // `extern "C" fn(c_int)` signature `signal` expects.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+fn control(dir: &std::path::Path, words: &[&str]) -> ExitCode {
+    match xennet::toolstack::control::request(dir, words) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xennet {}: {e}", words[0]);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_mode(s: &str) -> xennet::netback::switch::Mode {
+    use xennet::netback::switch::Mode;
+    match s {
+        "route" => Mode::Route,
+        "nat" => Mode::Nat,
+        _ => Mode::Bridge,
+    }
+}
+
+fn parse_captures(cmd: &str, list: &[String]) -> Result<Vec<(String, PathBuf)>, ExitCode> {
+    let mut captures = Vec::new();
+    for c in list {
+        match c.split_once('=') {
+            Some((port, file)) if !port.is_empty() && !file.is_empty() => {
+                captures.push((port.to_string(), PathBuf::from(file)))
+            }
+            _ => {
+                eprintln!("xennet {cmd}: --capture {c:?}: expected PORT=FILE");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
+    Ok(captures)
+}
+
+fn cli_up(a: UpArgs) -> ExitCode {
+    let uplink = match a.uplink.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("xennet up: --uplink: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let captures = match parse_captures("up", &a.capture) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut opts = xennet::toolstack::up::UpOptions::new(a.dir.dir());
+    opts.mode = parse_mode(&a.mode);
+    opts.proxy_arp = !a.no_proxy_arp;
+    opts.uplink = uplink;
+    opts.captures = captures;
+    opts.max_queues = usize::from(a.max_queues);
+    install_stop_handler();
+    let dir = opts.dir.clone();
+    let r = xennet::toolstack::up::run(&opts, &STOP, || {
+        println!(
+            "xennet up: driver domain running in {} mode; instance {}",
+            a.mode,
+            dir.display()
+        );
+        println!(
+            "  XenStore: XENSTORED_PATH={}/xenstore/socket",
+            dir.display()
+        );
+    });
+    match r {
+        Ok(()) => {
+            println!("xennet up: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xennet up: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cli_guest(a: GuestArgs) -> ExitCode {
+    let bad = |what: &str, v: &str| {
+        eprintln!("xennet guest: {what} {v:?} is not valid");
+        ExitCode::from(2)
+    };
+    let mut opts = xennet::toolstack::guest::GuestOptions::new(a.dir.dir(), a.domid);
+    opts.vif = a.vif.clone();
+    opts.queues = usize::from(a.queues);
+    if let Some(ip) = &a.ip {
+        match ip.parse() {
+            Ok(c) => opts.ip = Some(c),
+            Err(_) => return bad("--ip (want ADDR/PREFIX)", ip),
+        }
+    }
+    if let Some(gw) = &a.gw {
+        match gw.parse() {
+            Ok(g) => opts.gateway = Some(g),
+            Err(_) => return bad("--gw", gw),
+        }
+    }
+    for p in &a.ping {
+        match p.parse() {
+            Ok(ip) => opts.pings.push(ip),
+            Err(_) => return bad("--ping", p),
+        }
+    }
+    if let Some(t) = &a.tcp_echo {
+        let parsed = t
+            .rsplit_once(':')
+            .and_then(|(ip, port)| Some((ip.parse().ok()?, port.parse().ok()?)));
+        match parsed {
+            Some(x) => opts.tcp_echo = Some(x),
+            None => return bad("--tcp-echo (want IP:PORT)", t),
+        }
+    }
+    opts.count = a.count;
+    opts.expect_loss = a.expect_loss;
+    opts.serve = a.serve || (opts.pings.is_empty() && opts.tcp_echo.is_none());
+    opts.wait = std::time::Duration::from_secs(a.wait);
+    install_stop_handler();
+    match xennet::toolstack::guest::run(&opts, &STOP) {
+        Ok(rep) => {
+            print!("{}", rep.text);
+            if rep.ok(opts.expect_loss) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("xennet guest {}: {e}", a.domid);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn xenstore_ls(a: &XsLsArgs) -> ExitCode {
+    use xennet::platform::xenstore::XsClient;
+    let sock = xennet::toolstack::up::xenstore_dir(&a.dir.dir()).join("socket");
+    let xs = match XsClient::connect(&sock) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("xennet xenstore-ls: {}: {e}", sock.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    fn walk(xs: &XsClient, path: &str, depth: usize, out: &mut String) -> Result<(), String> {
+        let kids = xs.directory(path).map_err(|e| format!("{path}: {e}"))?;
+        for k in kids {
+            let child = if path == "/" {
+                format!("/{k}")
+            } else {
+                format!("{path}/{k}")
+            };
+            let v = xs.read_string(&child).unwrap_or_default();
+            out.push_str(&format!(
+                "{}{k} = \"{}\"\n",
+                " ".repeat(depth),
+                v.escape_default()
+            ));
+            walk(xs, &child, depth + 1, out)?;
+        }
+        Ok(())
+    }
+    let mut out = String::new();
+    match walk(&xs, &a.path, 0, &mut out) {
+        Ok(()) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xennet xenstore-ls: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cli_xenstored(a: &XenstoredArgs) -> ExitCode {
+    install_stop_handler();
+    match xennet::platform::xenstore::Xenstored::start(&a.dir) {
+        Ok(xs) => {
+            println!("xenstored: domain 0 socket {}", xs.socket_path().display());
+            while !STOP.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            xs.stop();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xennet xenstored: {}: {e}", a.dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cli_introduce(a: &IntroduceArgs) -> ExitCode {
+    use xennet::platform::xenstore::{dom0_socket, domain_socket, XsClient};
+    let r = XsClient::connect(dom0_socket(&a.dir)).and_then(|xs| xs.introduce(a.domid, 0, 0));
+    match r {
+        Ok(()) => {
+            println!("{}", domain_socket(&a.dir, a.domid).display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xennet xenstore-introduce {}: {e}", a.domid);
+            ExitCode::FAILURE
         }
     }
 }

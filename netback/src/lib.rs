@@ -10,3 +10,4 @@ pub mod switch;
 pub mod uplink;
 pub mod vif;
 pub mod wire;
+pub mod xenbus;

@@ -2,4 +2,6 @@
 //! write both ends' device nodes, run the hotplug step, tear down).
 
 pub mod control;
+pub mod guest;
 pub mod nodes;
+pub mod up;

@@ -28,6 +28,17 @@ pub enum Script {
     Nat,
 }
 
+impl Script {
+    /// The script's file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Script::Bridge => "vif-bridge",
+            Script::Route => "vif-route",
+            Script::Nat => "vif-nat",
+        }
+    }
+}
+
 /// `type=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum VifType {

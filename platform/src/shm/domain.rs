@@ -216,6 +216,30 @@ impl Domain {
             .unwrap_or(0)
     }
 
+    /// What the hypervisor does when a domain dies: every grant of ours that
+    /// `peer` still had in use (mapped, or mid-copy) is released, so that ending
+    /// access succeeds again. Call it only once `peer` is known to be gone (its
+    /// process exited); a live peer would lose its pins. Returns the entries
+    /// released.
+    pub fn reclaim_from_dead_peer(&self, peer: DomId) -> usize {
+        let r = &self.inner.regions;
+        let Ok(g) = self.inner.grants.lock() else {
+            return 0;
+        };
+        let mut n = 0;
+        for (i, granted) in g.granted.iter().enumerate() {
+            if !granted {
+                continue;
+            }
+            if let Some(word) = r.grant_word(GrantRef(i as u32)) {
+                if flags::force_unpin(word, peer.0) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Whether the owner of `pid` is alive (helper for tools).
     pub fn owner_alive(pid: u32) -> bool {
         pid_alive(pid)

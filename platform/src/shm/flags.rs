@@ -77,6 +77,21 @@ pub fn end_access<W: FlagWord + ?Sized>(word: &W) -> bool {
     }
 }
 
+/// Clears the in-use bits an entry granted to `peer` still carries (the peer is
+/// dead and will never unpin). Returns whether anything was cleared.
+pub fn force_unpin<W: FlagWord + ?Sized>(word: &W, peer: u16) -> bool {
+    let mut cur = word.load(Ordering::Acquire);
+    loop {
+        if (cur >> 16) as u16 != peer || (cur as u16) & IN_USE == 0 {
+            return false;
+        }
+        match word.cas(cur, cur & !u32::from(IN_USE)) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
 /// Pin an entry for use by `user` (the hypervisor's `_set_status_v1`): checks the entry
 /// permits access, is granted to `user`, and is writable if `write`; sets
 /// `GTF_reading` (and `GTF_writing` when writing) in the same atomic step.

@@ -178,6 +178,11 @@ impl XsClient {
         self.request(ty, tx, &wire::join_strings(&[path]))
     }
 
+    /// Whether the daemon closed the connection (it exited, or released our domain).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
     /// Reads a node's value.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
         self.path_op(MsgType::Read, 0, path)

@@ -11,8 +11,10 @@ pub mod client;
 pub mod daemon;
 pub mod store;
 pub mod wire;
+pub mod xenbus;
 
 pub use client::{default_socket, Transaction, WatchEvent, XsClient, XsError};
 pub use daemon::{dom0_socket, domain_socket, DaemonStats, Limits, Xenstored};
 pub use store::{Access, Caller, Perm, Perms};
 pub use wire::Errno;
+pub use xenbus::XenbusState;

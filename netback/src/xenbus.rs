@@ -1,0 +1,323 @@
+//! The backend half of the XenStore handshake, as Linux netback does it, on the
+//! process platform.
+//!
+//! The driver domain calls [`probe`] when the toolstack has written a device's
+//! backend directory: it advertises the features and goes InitWait. When the
+//! frontend reaches Initialised, [`BackendDevice::read_frontend`] reads the ring
+//! references and channels (each node once, validated) and
+//! [`BackendDevice::connect`] maps the rings and binds the channels; the caller
+//! then attaches the vif to its switch and sets Connected. A frontend that does
+//! not set `request-rx-copy` is refused, as Linux refuses it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps, ShmError};
+use xennet_platform::xenstore::{XenbusState, XsClient, XsError};
+use xennet_ring::{DomId, GrantRef, Port};
+
+use crate::vif::{NetbackQueue, QueueSetup, Vif, VifError};
+
+/// A vif on the process platform.
+pub type ShmVif = Vif<GrantOps, Domain, EventPort>;
+
+/// Most queues a backend offers.
+pub const MAX_QUEUES: usize = 8;
+
+/// Why a step of the handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum XenbusError {
+    /// XenStore failed.
+    #[error(transparent)]
+    Xs(#[from] XsError),
+    /// A node held something unusable.
+    #[error("{path}: {why} (value {value:?})")]
+    BadNode {
+        /// The node.
+        path: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The frontend lacks something required.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Mapping the rings failed.
+    #[error(transparent)]
+    Vif(#[from] VifError),
+    /// Binding the channels failed.
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+}
+
+fn bad(path: &str, value: &str, why: &'static str) -> XenbusError {
+    XenbusError::BadNode {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        why,
+    }
+}
+
+fn read_num<T: std::str::FromStr>(xs: &XsClient, path: &str) -> Result<T, XenbusError> {
+    let v = xs.read_string(path)?;
+    v.trim().parse().map_err(|_| bad(path, &v, "not a number"))
+}
+
+fn read_flag(xs: &XsClient, path: &str) -> Result<bool, XenbusError> {
+    match xs.try_read_string(path)? {
+        None => Ok(false),
+        Some(v) => match v.trim() {
+            "0" | "" => Ok(false),
+            "1" => Ok(true),
+            _ => Err(bad(path, &v, "expected 0 or 1")),
+        },
+    }
+}
+
+/// Reads a `state` node; a missing node is `Unknown`.
+pub fn read_state(xs: &XsClient, path: &str) -> Result<XenbusState, XenbusError> {
+    match xs.try_read_string(path)? {
+        None => Ok(XenbusState::Unknown),
+        Some(v) => XenbusState::parse(&v).ok_or_else(|| bad(path, &v, "not a xenbus state")),
+    }
+}
+
+/// One device as the backend sees it.
+#[derive(Clone, Debug)]
+pub struct BackendDevice {
+    /// `/local/domain/<be>/backend/vif/<fe>/<n>`.
+    pub path: String,
+    /// The frontend's directory (from the `frontend` node).
+    pub frontend: String,
+    /// The frontend's domain.
+    pub frontend_id: DomId,
+    /// Device number.
+    pub devid: u32,
+    /// `rate=` as bytes per interval.
+    pub rate: Option<(u64, Duration)>,
+    /// Queues offered.
+    pub max_queues: usize,
+}
+
+/// One queue's rings and channel as the frontend published them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueParams {
+    /// `tx-ring-ref`.
+    pub tx_ring_ref: GrantRef,
+    /// `rx-ring-ref`.
+    pub rx_ring_ref: GrantRef,
+    /// `event-channel` (or `event-channel-tx`).
+    pub tx_port: Port,
+    /// `event-channel` (or `event-channel-rx`).
+    pub rx_port: Port,
+}
+
+/// What the frontend published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendParams {
+    /// Per queue.
+    pub queues: Vec<QueueParams>,
+    /// `feature-sg`.
+    pub sg: bool,
+    /// `feature-gso-tcpv4`.
+    pub gso_tcpv4: bool,
+}
+
+/// Reads a device's backend directory, advertises the backend's features and
+/// goes InitWait. The `frontend` node must name the frontend domain's own
+/// device directory (a toolstack bug or a forged node is refused).
+pub fn probe(xs: &XsClient, path: &str, max_queues: usize) -> Result<BackendDevice, XenbusError> {
+    let frontend = xs.read_string(&format!("{path}/frontend"))?;
+    let frontend_id = DomId(read_num(xs, &format!("{path}/frontend-id"))?);
+    let devid: u32 = read_num(xs, &format!("{path}/handle"))?;
+    let expect = format!("/local/domain/{}/device/vif/{devid}", frontend_id.0);
+    if frontend != expect {
+        return Err(bad(
+            &format!("{path}/frontend"),
+            &frontend,
+            "not the frontend domain's vif directory",
+        ));
+    }
+    let rate_path = format!("{path}/rate");
+    let rate = match xs.try_read_string(&rate_path)? {
+        None => None,
+        Some(v) => {
+            let (b, us) = v
+                .split_once(',')
+                .ok_or_else(|| bad(&rate_path, &v, "expected bytes,microseconds"))?;
+            let b: u64 = b
+                .trim()
+                .parse()
+                .map_err(|_| bad(&rate_path, &v, "bytes not a number"))?;
+            let us: u64 = us
+                .trim()
+                .parse()
+                .map_err(|_| bad(&rate_path, &v, "interval not a number"))?;
+            if b == 0 || us == 0 {
+                return Err(bad(&rate_path, &v, "rate and interval must be positive"));
+            }
+            Some((b, Duration::from_micros(us)))
+        }
+    };
+    let max_queues = max_queues.clamp(1, MAX_QUEUES);
+    let dev = BackendDevice {
+        path: path.to_owned(),
+        frontend,
+        frontend_id,
+        devid,
+        rate,
+        max_queues,
+    };
+    xs.transact(|tx| {
+        let put = |k: &str, v: &str| tx.write(&format!("{path}/{k}"), v);
+        put("feature-sg", "1")?;
+        put("feature-gso-tcpv4", "1")?;
+        put("feature-rx-copy", "1")?;
+        put("feature-rx-flip", "0")?;
+        put("feature-split-event-channels", "1")?;
+        put("feature-multicast-control", "0")?;
+        put("multi-queue-max-queues", &max_queues.to_string())?;
+        put("hotplug-status", "connected")?;
+        put("state", &XenbusState::InitWait.as_str())
+    })?;
+    Ok(dev)
+}
+
+impl BackendDevice {
+    /// The frontend's `state`.
+    pub fn frontend_state(&self, xs: &XsClient) -> Result<XenbusState, XenbusError> {
+        read_state(xs, &format!("{}/state", self.frontend))
+    }
+
+    /// Our `state`.
+    pub fn state(&self, xs: &XsClient) -> Result<XenbusState, XenbusError> {
+        read_state(xs, &format!("{}/state", self.path))
+    }
+
+    /// Writes our `state`.
+    pub fn set_state(&self, xs: &XsClient, s: XenbusState) -> Result<(), XenbusError> {
+        Ok(xs.write(&format!("{}/state", self.path), s.as_str())?)
+    }
+
+    /// Refuses the device: records why (in `error`, like `xenbus_dev_fatal`) and
+    /// goes Closing.
+    pub fn fail(&self, xs: &XsClient, why: &str) {
+        tracing::warn!(device = %self.path, "{why}");
+        let _ = xs.write(&format!("{}/error", self.path), why);
+        let _ = self.set_state(xs, XenbusState::Closing);
+    }
+
+    /// Reads what the frontend published, once, validated.
+    pub fn read_frontend(&self, xs: &XsClient) -> Result<FrontendParams, XenbusError> {
+        let fe = &self.frontend;
+        if !read_flag(xs, &format!("{fe}/request-rx-copy"))? {
+            return Err(XenbusError::Refused(
+                "frontend does not set request-rx-copy".into(),
+            ));
+        }
+        let nq_path = format!("{fe}/multi-queue-num-queues");
+        let (n, per_queue) = match xs.try_read_string(&nq_path)? {
+            None => (1, false),
+            Some(v) => {
+                let n: usize = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(&nq_path, &v, "not a number"))?;
+                if n == 0 || n > self.max_queues {
+                    return Err(bad(&nq_path, &v, "more queues than offered"));
+                }
+                (n, true)
+            }
+        };
+        let mut queues = Vec::with_capacity(n);
+        for i in 0..n {
+            let dir = if per_queue {
+                format!("{fe}/queue-{i}")
+            } else {
+                fe.clone()
+            };
+            let tx_ring_ref = GrantRef(read_num(xs, &format!("{dir}/tx-ring-ref"))?);
+            let rx_ring_ref = GrantRef(read_num(xs, &format!("{dir}/rx-ring-ref"))?);
+            let (tx_port, rx_port) = match xs.try_read_string(&format!("{dir}/event-channel"))? {
+                Some(v) => {
+                    let p: u32 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(&format!("{dir}/event-channel"), &v, "not a port"))?;
+                    (Port(p), Port(p))
+                }
+                None => (
+                    Port(read_num(xs, &format!("{dir}/event-channel-tx"))?),
+                    Port(read_num(xs, &format!("{dir}/event-channel-rx"))?),
+                ),
+            };
+            queues.push(QueueParams {
+                tx_ring_ref,
+                rx_ring_ref,
+                tx_port,
+                rx_port,
+            });
+        }
+        Ok(FrontendParams {
+            queues,
+            sg: read_flag(xs, &format!("{fe}/feature-sg"))?,
+            gso_tcpv4: read_flag(xs, &format!("{fe}/feature-gso-tcpv4"))?,
+        })
+    }
+
+    /// Binds the frontend's channels and maps its rings. Returns the vif and the
+    /// local ports (per queue: tx, and rx when split). On failure everything
+    /// bound so far is closed again.
+    pub fn connect(
+        &self,
+        params: &FrontendParams,
+        ops: &GrantOps,
+        domain: &Domain,
+        events: &Arc<EventChannels>,
+    ) -> Result<(ShmVif, Vec<Port>), XenbusError> {
+        let mut bound: Vec<Port> = Vec::new();
+        let mut queues = Vec::new();
+        let now = Instant::now();
+        let result = (|| -> Result<(), XenbusError> {
+            for q in &params.queues {
+                let tx = events.bind_interdomain(self.frontend_id, q.tx_port)?;
+                bound.push(tx);
+                let rx = if q.rx_port == q.tx_port {
+                    tx
+                } else {
+                    let rx = events.bind_interdomain(self.frontend_id, q.rx_port)?;
+                    bound.push(rx);
+                    rx
+                };
+                let setup = QueueSetup {
+                    frontend: self.frontend_id,
+                    tx_ring_ref: q.tx_ring_ref,
+                    rx_ring_ref: q.rx_ring_ref,
+                };
+                queues.push(NetbackQueue::connect(
+                    ops.clone(),
+                    domain.clone(),
+                    setup,
+                    self.rate,
+                    events.port(tx),
+                    events.port(rx),
+                    now,
+                )?);
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok((Vif::new(self.frontend_id, self.devid, queues), bound)),
+            Err(e) => {
+                for q in queues {
+                    q.close();
+                }
+                for p in bound {
+                    events.close(p);
+                }
+                Err(e)
+            }
+        }
+    }
+}

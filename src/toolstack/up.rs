@@ -1,0 +1,823 @@
+//! `xennet up`: the driver domain as a process. It runs the XenStore daemon,
+//! domain 0's memory, netback and the switch; guests (`xennet guest`, other
+//! processes) ask it over the control socket to create their vifs, then connect
+//! through the XenStore handshake. Everything lives in one instance directory:
+//!
+//! ```text
+//! DIR/xenstore/socket              domain 0's XenStore socket
+//! DIR/xenstore/domain/<id>/socket  each guest's, after `create`
+//! DIR/domain/<id>/{memory,gnttab,evtchn,pid}   each domain's shared memory
+//! DIR/control.sock                 list, stats, brctl, create, destroy, down
+//! ```
+//!
+//! The backend side of every device is reconciled level-triggered from XenStore
+//! (on watch events and every half second), so a missed or coalesced event
+//! cannot wedge a device: the states in the store are the truth.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use xennet_netback::capture::PcapSink;
+use xennet_netback::config::UplinkSpec;
+use xennet_netback::config::{parse_vif_spec, Script};
+use xennet_netback::switch::domain::DriverDomain;
+use xennet_netback::switch::route::RouterConfig;
+use xennet_netback::switch::{brctl, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind};
+use xennet_netback::uplink::host::{Host, HostConfig};
+use xennet_netback::uplink::tap::TapDevice;
+use xennet_netback::wire::MacAddr;
+use xennet_netback::xenbus::{self as be, BackendDevice};
+use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
+use xennet_platform::xenstore::{Access, Perm, XenbusState, Xenstored, XsClient};
+use xennet_ring::DomId;
+
+use super::control::{ControlServer, Reply};
+use super::nodes::{Access as NodeAccess, VifNodes};
+use crate::dataplane::Dataplane;
+use crate::harness::Side;
+
+/// The simulated remote host on the uplink.
+pub const SIM_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 148);
+/// The driver domain's own address (bridge: on vif0.0; route: the gateway).
+pub const DD_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 204);
+/// The driver domain's MAC.
+pub const DD_MAC: MacAddr = MacAddr([0x00, 0x16, 0x3e, 0x00, 0x00, 0x01]);
+
+/// The MAC the toolstack gives a guest's first vif when `mac=` is absent
+/// (deterministic, so runs are reproducible; `00:16:3e` is Xen's OUI).
+pub fn guest_mac(domid: u16) -> [u8; 6] {
+    [0x00, 0x16, 0x3e, 0x5e, (domid >> 8) as u8, domid as u8]
+}
+
+/// A guest's default address and gateway in each mode (Xen's conventions: the
+/// uplink's segment for bridge and route, `10.0.<domid>.1` behind
+/// `10.0.<domid>.128` for NAT).
+pub fn guest_addr(mode: Mode, domid: u16) -> (Ipv4Cidr, Option<Ipv4Address>) {
+    match mode {
+        Mode::Bridge => (
+            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
+            None,
+        ),
+        Mode::Route => (
+            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
+            Some(DD_IP),
+        ),
+        Mode::Nat => (
+            Ipv4Cidr::new(Ipv4Address::new(10, 0, domid as u8, 1), 24),
+            Some(Ipv4Address::new(10, 0, domid as u8, 128)),
+        ),
+    }
+}
+
+/// The mode's name as on the command line.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Bridge => "bridge",
+        Mode::Route => "route",
+        Mode::Nat => "nat",
+    }
+}
+
+/// How the driver domain is set up.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    /// The instance directory.
+    pub dir: PathBuf,
+    /// Bridge, route or NAT.
+    pub mode: Mode,
+    /// Proxy ARP on the uplink (route mode).
+    pub proxy_arp: bool,
+    /// What is behind `peth0`.
+    pub uplink: UplinkSpec,
+    /// `PORT=FILE` captures; vif ports may be named before their guest exists.
+    pub captures: Vec<(String, PathBuf)>,
+    /// `multi-queue-max-queues` offered to frontends.
+    pub max_queues: usize,
+}
+
+impl UpOptions {
+    /// Defaults: bridge mode, simulated uplink, in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        UpOptions {
+            dir: dir.into(),
+            mode: Mode::Bridge,
+            proxy_arp: true,
+            uplink: UplinkSpec::Sim,
+            captures: Vec::new(),
+            max_queues: 4,
+        }
+    }
+}
+
+/// The instance directory used when `--dir` is not given.
+pub fn default_dir() -> PathBuf {
+    RuntimeDir::default_path()
+}
+
+/// The XenStore directory of an instance.
+pub fn xenstore_dir(dir: &Path) -> PathBuf {
+    dir.join("xenstore")
+}
+
+/// Builds the switch with its uplink endpoint and, in bridge mode, the driver
+/// domain's own stack on `vif0.0`.
+pub fn driver_domain(
+    mode: Mode,
+    proxy_arp: bool,
+    uplink: &UplinkSpec,
+) -> Result<DriverDomain, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let cfg = FabricConfig {
+        mode,
+        router: RouterConfig {
+            proxy_arp_uplink: proxy_arp,
+            ..RouterConfig::default()
+        },
+        ..FabricConfig::default()
+    };
+    let mut dd = DriverDomain::new(Fabric::new(cfg).map_err(|e| s(&e))?);
+    let up_cfg = PortConfig {
+        port_mac: DD_MAC,
+        ..PortConfig::default()
+    };
+    let up = dd
+        .fabric_mut()
+        .add_port("peth0", PortKind::Uplink, up_cfg)
+        .map_err(|e| s(&e))?;
+    match uplink {
+        UplinkSpec::Sim => {
+            let host = Host::new(HostConfig::sim_uplink(), SmolInstant::ZERO).map_err(|e| s(&e))?;
+            dd.attach(up, Box::new(host));
+        }
+        UplinkSpec::Tap(name) => {
+            let tap = TapDevice::open(name).map_err(|e| format!("uplink tap:{name}: {e}"))?;
+            dd.attach(up, Box::new(tap));
+        }
+        UplinkSpec::Pcap(path) => {
+            let replay = xennet_netback::uplink::pcap::PcapReplay::load(path).map_err(|e| s(&e))?;
+            dd.attach(up, Box::new(replay));
+        }
+    }
+    if mode == Mode::Bridge {
+        let local = dd
+            .fabric_mut()
+            .add_port("vif0.0", PortKind::Local, PortConfig::default())
+            .map_err(|e| s(&e))?;
+        let host =
+            Host::new(HostConfig::driver_domain(DD_MAC), SmolInstant::ZERO).map_err(|e| s(&e))?;
+        dd.attach(local, Box::new(host));
+    }
+    Ok(dd)
+}
+
+/// Why `xennet up` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// Another driver domain serves the directory.
+    #[error("a driver domain is already running in {0}")]
+    Running(PathBuf),
+    /// Setup failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> UpError + '_ {
+    move |e| UpError::Setup(format!("{what}: {e}"))
+}
+
+enum Dev {
+    /// InitWait: waiting for the frontend.
+    Probed(BackendDevice),
+    /// Attached to the switch.
+    Connected(BackendDevice, PortId),
+    /// Closed or refused: waits for the frontend to start over.
+    Idle(BackendDevice),
+}
+
+impl Dev {
+    fn dev(&self) -> &BackendDevice {
+        match self {
+            Dev::Probed(d) | Dev::Connected(d, _) | Dev::Idle(d) => d,
+        }
+    }
+}
+
+struct Guest {
+    port: PortId,
+    name: String,
+    mac: MacAddr,
+    ips: Vec<Ipv4Cidr>,
+}
+
+type Request = (Vec<String>, mpsc::Sender<Reply>);
+
+struct Up {
+    opts: UpOptions,
+    rt: RuntimeDir,
+    xsd: Xenstored,
+    xs: XsClient,
+    plane: Dataplane,
+    devs: BTreeMap<(u16, u32), Dev>,
+    guests: BTreeMap<u16, Guest>,
+    pending_captures: Vec<(String, PathBuf)>,
+    stop: bool,
+}
+
+/// Runs the driver domain until `stop` is set or a `down` request arrives.
+/// `ready` is called once the control socket accepts requests.
+pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<(), UpError> {
+    let rt = RuntimeDir::new(&opts.dir).map_err(setup("runtime directory"))?;
+    let ctl = super::control::socket_path(&opts.dir);
+    if std::os::unix::net::UnixStream::connect(&ctl).is_ok() {
+        return Err(UpError::Running(opts.dir.clone()));
+    }
+    for d in rt.clean_stale() {
+        tracing::info!("cleaned files of crashed domain {}", d.0);
+    }
+    let xsd = Xenstored::start(xenstore_dir(&opts.dir)).map_err(setup("xenstored"))?;
+    let xs = XsClient::connect(xsd.socket_path()).map_err(setup("xenstore"))?;
+    let domain = Domain::create(&rt, DomId(0), 16384, 16384).map_err(setup("domain 0 memory"))?;
+    let side = Side::from_domain(domain, Some(rt.clone()));
+    let mut dd = driver_domain(opts.mode, opts.proxy_arp, &opts.uplink).map_err(UpError::Setup)?;
+    let mut pending_captures = Vec::new();
+    for (port, file) in &opts.captures {
+        match dd.fabric().port_id(port) {
+            Some(id) => {
+                let sink = PcapSink::create(file).map_err(setup("capture"))?;
+                dd.captures_mut().attach_port(id, sink);
+            }
+            None if port.starts_with("vif") => pending_captures.push((port.clone(), file.clone())),
+            None => return Err(UpError::Setup(format!("--capture {port}: no such port"))),
+        }
+    }
+    xs.write("/local/domain/0/name", "Domain-0")
+        .map_err(setup("xenstore"))?;
+    xs.watch("/local/domain/0/backend/vif", "backend")
+        .map_err(setup("xenstore watch"))?;
+    let (req_tx, req_rx) = mpsc::channel::<Request>();
+    let req_tx = std::sync::Mutex::new(req_tx);
+    let _server = ControlServer::start(&ctl, move |words| {
+        let (tx, rx) = mpsc::channel();
+        let sent = req_tx
+            .lock()
+            .map(|s| {
+                s.send((words.iter().map(|w| w.to_string()).collect(), tx))
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if !sent {
+            return Err("driver domain is shutting down".into());
+        }
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| Err("driver domain did not answer".into()))
+    })
+    .map_err(setup("control socket"))?;
+    let mut up = Up {
+        opts: opts.clone(),
+        rt,
+        xsd,
+        xs,
+        plane: Dataplane::new(side, dd),
+        devs: BTreeMap::new(),
+        guests: BTreeMap::new(),
+        pending_captures,
+        stop: false,
+    };
+    ready();
+    let mut last_sweep = Instant::now();
+    while !stop.load(Ordering::Relaxed) && !up.stop {
+        let moved = up.plane.run_once();
+        while let Ok((words, reply)) = req_rx.try_recv() {
+            let r = up.control(&words);
+            let _ = reply.send(r);
+        }
+        let mut changed = false;
+        while up.xs.try_watch().is_some() {
+            changed = true;
+        }
+        if changed || last_sweep.elapsed() >= Duration::from_millis(500) {
+            if last_sweep.elapsed() >= Duration::from_millis(500) {
+                up.reap_dead_guests();
+                last_sweep = Instant::now();
+            }
+            up.reconcile();
+        }
+        if !moved {
+            up.plane.wait(Duration::from_millis(20));
+        }
+    }
+    up.shutdown();
+    Ok(())
+}
+
+impl Up {
+    fn control(&mut self, words: &[String]) -> Reply {
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        match w.as_slice() {
+            ["create", domid, specs @ ..] => {
+                let domid: u16 = domid
+                    .parse()
+                    .map_err(|_| format!("bad domain id {domid:?}"))?;
+                self.create(domid, &specs.join(" "))
+            }
+            ["destroy", domid] => {
+                let domid: u16 = domid
+                    .parse()
+                    .map_err(|_| format!("bad domain id {domid:?}"))?;
+                if self.destroy(domid) {
+                    Ok(format!("domain {domid} destroyed\n"))
+                } else {
+                    Err(format!("no domain {domid}"))
+                }
+            }
+            ["list"] => Ok(self.list()),
+            ["stats"] => Ok(self.stats(false)),
+            ["stats", "--json"] => Ok(self.stats(true)),
+            ["brctl", "show"] | ["brctl"] => {
+                if self.opts.mode != Mode::Bridge {
+                    return Err(format!("no bridge in {} mode", mode_name(self.opts.mode)));
+                }
+                Ok(brctl::show(self.plane.dd.fabric()))
+            }
+            ["brctl", "showmacs", br] => {
+                let now = self.plane.now();
+                brctl::showmacs(self.plane.dd.fabric(), br, now).map_err(|e| e.to_string())
+            }
+            ["info"] => Ok(format!(
+                "mode={} uplink={} guests={}\n",
+                mode_name(self.opts.mode),
+                match &self.opts.uplink {
+                    UplinkSpec::Sim => "sim".to_string(),
+                    UplinkSpec::Tap(n) => format!("tap:{n}"),
+                    UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
+                },
+                self.guests.len()
+            )),
+            ["down"] => {
+                self.stop = true;
+                Ok("driver domain stopping\n".into())
+            }
+            _ => Err(format!(
+                "unknown request {:?} (create, destroy, list, stats, brctl, info, down)",
+                words.join(" ")
+            )),
+        }
+    }
+
+    /// What xl create does for a guest with one vif: introduce the domain to
+    /// XenStore, add the switch port (the hotplug script's job), write both
+    /// device directories.
+    fn create(&mut self, domid: u16, spec: &str) -> Reply {
+        if domid == 0 {
+            return Err("domain 0 is the driver domain".into());
+        }
+        if self.guests.contains_key(&domid) {
+            return Err(format!("domain {domid} already exists"));
+        }
+        if !self.rt.is_stale(DomId(domid)) && self.rt.owner(DomId(domid)).is_some() {
+            // Files of a live process: fine (the guest creates them first or later).
+        }
+        let spec = parse_vif_spec(spec).map_err(|e| format!("vif spec: {e}"))?;
+        let mode = self.opts.mode;
+        let want = match mode {
+            Mode::Bridge => Script::Bridge,
+            Mode::Route => Script::Route,
+            Mode::Nat => Script::Nat,
+        };
+        if let Some(s) = spec.script {
+            if s != want {
+                return Err(format!(
+                    "vif spec: script={} does not match the driver domain's {} mode",
+                    s.name(),
+                    mode_name(mode)
+                ));
+            }
+        }
+        if let (Some(b), Mode::Bridge) = (&spec.bridge, mode) {
+            if b != "xenbr0" {
+                return Err(format!(
+                    "vif spec: bridge={b}: this driver domain has only xenbr0"
+                ));
+            }
+        }
+        let devid = u32::from(spec.devid.unwrap_or(0));
+        let mac = spec.mac.unwrap_or(MacAddr(guest_mac(domid)));
+        let ips = if spec.ips.is_empty() {
+            vec![guest_addr(mode, domid).0]
+        } else {
+            spec.ips.clone()
+        };
+        let name = spec
+            .vifname
+            .clone()
+            .unwrap_or_else(|| format!("vif{domid}.{devid}"));
+        let pcfg = PortConfig {
+            peer_mac: Some(mac),
+            ips: ips.iter().map(|c| c.address()).collect(),
+            ..PortConfig::default()
+        };
+        let port = self
+            .plane
+            .dd
+            .fabric_mut()
+            .add_port(
+                name.clone(),
+                PortKind::Vif {
+                    domid,
+                    devid: devid as u16,
+                },
+                pcfg,
+            )
+            .map_err(|e| e.to_string())?;
+        if let Some(i) = self.pending_captures.iter().position(|(p, _)| *p == name) {
+            let (_, file) = self.pending_captures.remove(i);
+            match PcapSink::create(&file) {
+                Ok(sink) => self.plane.dd.captures_mut().attach_port(port, sink),
+                Err(e) => tracing::warn!("capture {name}: {e}"),
+            }
+        }
+        let nodes = VifNodes {
+            frontend_domid: domid,
+            backend_domid: 0,
+            devid,
+            mac: mac_colon(mac),
+            bridge: (mode == Mode::Bridge).then(|| "xenbr0".to_string()),
+            ip: (!spec.ips.is_empty() || mode != Mode::Bridge).then(|| {
+                ips.iter()
+                    .map(|c| c.address().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }),
+            script: want.name().to_string(),
+            rate: spec
+                .rate
+                .map(|r| (r.bytes_per_interval, u64::from(r.interval_us))),
+            vifname: spec.vifname.clone(),
+            max_queues: self.opts.max_queues as u32,
+        };
+        if let Err(e) = self.xsd.introduce(domid) {
+            self.plane.dd.remove_port(port);
+            return Err(format!("xenstore introduce: {e}"));
+        }
+        let written = (|| -> Result<(), String> {
+            let e = |e: xennet_platform::xenstore::XsError| e.to_string();
+            self.xs
+                .write(
+                    &format!("/local/domain/{domid}/name"),
+                    format!("guest{domid}"),
+                )
+                .map_err(e)?;
+            self.xs
+                .write(&format!("/local/domain/{domid}/domid"), domid.to_string())
+                .map_err(e)?;
+            for w in nodes.writes() {
+                self.xs.write(&w.path, &w.value).map_err(e)?;
+                if let Some(p) = w.perms {
+                    let mut perms = vec![Perm::new(p.owner, access(p.others))];
+                    perms.extend(p.acl.iter().map(|(d, a)| Perm::new(*d, access(*a))));
+                    self.xs.set_perms(&w.path, &perms).map_err(e)?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            self.plane.dd.remove_port(port);
+            let _ = self.xsd.release(domid);
+            return Err(format!("xenstore: {e}"));
+        }
+        self.guests.insert(
+            domid,
+            Guest {
+                port,
+                name: name.clone(),
+                mac,
+                ips: ips.clone(),
+            },
+        );
+        self.reconcile();
+        let (_, gw) = guest_addr(mode, domid);
+        let mut out = format!(
+            "domain {domid} created: {name} mac={} ip={}",
+            mac_colon(mac),
+            ips.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        if let Some(gw) = gw {
+            let _ = write!(out, " gw={gw}");
+        }
+        let _ = writeln!(out, " mode={}", mode_name(mode));
+        Ok(out)
+    }
+
+    fn destroy(&mut self, domid: u16) -> bool {
+        let Some(g) = self.guests.remove(&domid) else {
+            return false;
+        };
+        let keys: Vec<(u16, u32)> = self.devs.keys().filter(|k| k.0 == domid).copied().collect();
+        for k in keys {
+            if let Some(Dev::Connected(_, port)) = self.devs.remove(&k) {
+                self.plane.remove_vif(port);
+            }
+        }
+        self.plane.remove_vif(g.port);
+        self.plane.dd.remove_port(g.port);
+        let _ = self.xs.rm(&format!("/local/domain/0/backend/vif/{domid}"));
+        let _ = self.xs.rm(&format!("/local/domain/{domid}"));
+        let _ = self.xsd.release(domid);
+        self.plane.side.ops.remove_peer(DomId(domid));
+        self.plane.side.events.remove_peer(DomId(domid));
+        tracing::info!(domid, vif = %g.name, "domain destroyed");
+        true
+    }
+
+    /// Guests whose process died (kill -9): their vif leaves the switch, every
+    /// mapping of their memory is dropped, their files are removed.
+    fn reap_dead_guests(&mut self) {
+        let dead: Vec<u16> = self
+            .guests
+            .keys()
+            .copied()
+            .filter(|d| self.rt.is_stale(DomId(*d)))
+            .collect();
+        for d in dead {
+            tracing::warn!(domid = d, "guest process is gone; destroying its devices");
+            self.destroy(d);
+            self.rt.clean_stale();
+        }
+    }
+
+    fn reconcile(&mut self) {
+        let root = "/local/domain/0/backend/vif";
+        let fes = match self.xs.directory(root) {
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => {
+                tracing::warn!("xenstore: {e}");
+                return;
+            }
+        };
+        let mut seen = Vec::new();
+        for fe in fes {
+            let Ok(fe_id) = fe.parse::<u16>() else {
+                continue;
+            };
+            for dev in self
+                .xs
+                .directory(&format!("{root}/{fe}"))
+                .unwrap_or_default()
+            {
+                let Ok(devid) = dev.parse::<u32>() else {
+                    continue;
+                };
+                seen.push((fe_id, devid));
+                self.step(fe_id, devid, &format!("{root}/{fe}/{dev}"));
+            }
+        }
+        // Devices whose directory vanished.
+        let gone: Vec<(u16, u32)> = self
+            .devs
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some(Dev::Connected(_, port)) = self.devs.remove(&k) {
+                self.plane.remove_vif(port);
+            }
+        }
+    }
+
+    fn step(&mut self, fe_id: u16, devid: u32, path: &str) {
+        let key = (fe_id, devid);
+        let xs = self.xs.clone();
+        let Some(dev) = self.devs.remove(&key) else {
+            if let Ok(XenbusState::Initialising) = be::read_state(&xs, &format!("{path}/state")) {
+                match be::probe(&xs, path, self.opts.max_queues) {
+                    Ok(d) => {
+                        self.devs.insert(key, Dev::Probed(d));
+                        self.step(fe_id, devid, path);
+                    }
+                    Err(e) => {
+                        tracing::warn!("{path}: {e}");
+                        let _ = xs.write(&format!("{path}/error"), e.to_string());
+                        let _ = xs.write(&format!("{path}/state"), XenbusState::Closing.as_str());
+                    }
+                }
+            }
+            return;
+        };
+        let fe_state = dev
+            .dev()
+            .frontend_state(&xs)
+            .unwrap_or(XenbusState::Unknown);
+        let next = match dev {
+            Dev::Probed(d) => match fe_state {
+                XenbusState::Initialised | XenbusState::Connected => self.connect(d),
+                _ => Dev::Probed(d),
+            },
+            Dev::Connected(d, port) => {
+                let alive = self.plane.vifs.iter().any(|v| v.port == port);
+                if !alive {
+                    d.fail(&xs, "frontend broke the protocol; vif disconnected");
+                    Dev::Idle(d)
+                } else if matches!(fe_state, XenbusState::Connected | XenbusState::Initialised) {
+                    Dev::Connected(d, port)
+                } else {
+                    self.plane.remove_vif(port);
+                    let _ = d.set_state(&xs, XenbusState::Closed);
+                    Dev::Idle(d)
+                }
+            }
+            Dev::Idle(d) => match fe_state {
+                // The frontend starts over (reconnect): offer again.
+                XenbusState::Initialising | XenbusState::Closed | XenbusState::Unknown
+                    if d.state(&xs).ok() != Some(XenbusState::InitWait) =>
+                {
+                    if fe_state == XenbusState::Initialising {
+                        let _ = xs.rm(&format!("{}/error", d.path));
+                        let _ = d.set_state(&xs, XenbusState::InitWait);
+                        Dev::Probed(d)
+                    } else {
+                        Dev::Idle(d)
+                    }
+                }
+                _ => Dev::Idle(d),
+            },
+        };
+        self.devs.insert(key, next);
+    }
+
+    fn connect(&mut self, d: BackendDevice) -> Dev {
+        let fe = d.frontend_id;
+        let Some(port) = self.guests.get(&fe.0).map(|g| g.port) else {
+            d.fail(
+                &self.xs,
+                "no switch port for this domain (not created through the toolstack)",
+            );
+            return Dev::Idle(d);
+        };
+        let params = match d.read_frontend(&self.xs) {
+            Ok(p) => p,
+            Err(e) => {
+                d.fail(&self.xs, &e.to_string());
+                return Dev::Idle(d);
+            }
+        };
+        if self.plane.side.ops.peer(fe).is_none() {
+            match PeerDomain::open(&self.rt, fe) {
+                Ok(p) => {
+                    self.plane.side.ops.add_peer(p);
+                }
+                Err(e) => {
+                    d.fail(
+                        &self.xs,
+                        &format!("cannot open domain {}'s memory: {e}", fe.0),
+                    );
+                    return Dev::Idle(d);
+                }
+            }
+        }
+        let side = &self.plane.side;
+        match d.connect(&params, &side.ops, &side.domain, &side.events) {
+            Ok((vif, ports)) => {
+                self.plane.add_vif(port, vif, ports);
+                if let Err(e) = d.set_state(&self.xs, XenbusState::Connected) {
+                    tracing::warn!("{}: {e}", d.path);
+                }
+                Dev::Connected(d, port)
+            }
+            Err(e) => {
+                d.fail(&self.xs, &format!("connect: {e}"));
+                Dev::Idle(d)
+            }
+        }
+    }
+
+    fn list(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{:<12} {:>5}  {:<10} {:<18} {:<20} state (be/fe)",
+            "Name", "ID", "vif", "mac", "ip"
+        );
+        let _ = writeln!(
+            t,
+            "{:<12} {:>5}  {:<10} {:<18} {:<20} -",
+            "Domain-0",
+            0,
+            "-",
+            mac_colon(DD_MAC),
+            DD_IP.to_string()
+        );
+        for (domid, g) in &self.guests {
+            let (be_s, fe_s) = self
+                .devs
+                .iter()
+                .find(|(k, _)| k.0 == *domid)
+                .map(|(_, d)| {
+                    let d = d.dev();
+                    (
+                        d.state(&self.xs).unwrap_or(XenbusState::Unknown),
+                        d.frontend_state(&self.xs).unwrap_or(XenbusState::Unknown),
+                    )
+                })
+                .unwrap_or((XenbusState::Unknown, XenbusState::Unknown));
+            let ips = g
+                .ips
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let _ = writeln!(
+                t,
+                "{:<12} {:>5}  {:<10} {:<18} {:<20} {:?}/{:?}",
+                format!("guest{domid}"),
+                domid,
+                g.name,
+                mac_colon(g.mac),
+                ips,
+                be_s,
+                fe_s
+            );
+        }
+        t
+    }
+
+    fn stats(&self, json: bool) -> String {
+        if json {
+            let v: Vec<serde_json::Value> = self
+                .plane
+                .vifs
+                .iter()
+                .map(|v| serde_json::json!({"vif": v.vif.name(), "counters": v.vif.counters()}))
+                .collect();
+            return serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
+        }
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
+            "vif", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "kicks in", "kicks out"
+        );
+        for v in &self.plane.vifs {
+            let c = v.vif.counters();
+            let _ = writeln!(
+                t,
+                "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
+                v.vif.name(),
+                c.tx_packets,
+                c.tx_bytes,
+                c.rx_packets,
+                c.rx_bytes,
+                c.tx_errors + c.rx_dropped(),
+                c.notify_received,
+                c.notify_sent
+            );
+        }
+        t
+    }
+
+    fn shutdown(&mut self) {
+        let ids: Vec<u16> = self.guests.keys().copied().collect();
+        for d in ids {
+            // Tell the frontends first, so they see Closed rather than a vanished store.
+            for ((fe, _), dev) in &self.devs {
+                if *fe == d {
+                    let _ = dev.dev().set_state(&self.xs, XenbusState::Closing);
+                }
+            }
+            self.destroy(d);
+        }
+        let _ = self.plane.dd.captures_mut().flush();
+        self.xsd.stop();
+    }
+}
+
+fn access(a: NodeAccess) -> Access {
+    match a {
+        NodeAccess::None => Access::None,
+        NodeAccess::Read => Access::Read,
+        NodeAccess::Write => Access::Write,
+        NodeAccess::Both => Access::Both,
+    }
+}
+
+/// Keeps an `Arc` alive for callers that share the stop flag with a signal handler.
+pub type StopFlag = Arc<AtomicBool>;
+
+/// `00:16:3e:..`, the form XenStore's `mac` nodes and xl use.
+pub fn mac_colon(m: MacAddr) -> String {
+    let b = m.0;
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5]
+    )
+}
