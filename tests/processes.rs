@@ -57,10 +57,6 @@ impl Instance {
         i
     }
 
-    fn xs(&self) -> XsClient {
-        XsClient::connect(up::xenstore_dir(&self.dir).join("socket")).expect("xenstore")
-    }
-
     fn wait_connected(&self, domid: u16) {
         let node = format!("/local/domain/0/backend/vif/{domid}/0/state");
         wait_for(&format!("vif{domid}.0 Connected"), || {
