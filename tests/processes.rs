@@ -161,6 +161,23 @@ fn demo_runs_each_domain_as_a_process_in_every_mode() {
             );
         }
     }
+    // A capture on a vif named before its guest exists, read back by tshark.
+    let pcap = std::env::temp_dir().join(format!("xnp-{}-vif1.pcap", std::process::id()));
+    let arg = format!("vif1.0={}", pcap.display());
+    let out = demo(&["--count", "2", "--capture", &arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    match Command::new("tshark").arg("-r").arg(&pcap).output() {
+        Ok(o) => {
+            let t = text(&o);
+            assert!(o.status.success(), "{t}");
+            assert!(
+                t.contains("Echo (ping) request") && t.contains("Echo (ping) reply"),
+                "{t}"
+            );
+        }
+        Err(_) => eprintln!("SKIP part: tshark not installed"),
+    }
+    let _ = std::fs::remove_file(&pcap);
     // Route mode without proxy ARP: the remote host cannot reach the guest.
     let out = demo(&["--mode", "route", "--no-proxy-arp", "--count", "2"]);
     let t = text(&out);

@@ -223,7 +223,13 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
         ev.wait(Some(d));
     };
     let interval = Duration::from_millis(100);
-    for target in &opts.pings {
+    for (i, target) in opts.pings.iter().enumerate() {
+        if i > 0 {
+            // smoltcp sends at most one ARP request per second for the whole
+            // interface; without this pause the next target's first echoes would
+            // wait for that window and their round trips would show it.
+            conn.stack.serve_for(Duration::from_secs(1), &mut wait);
+        }
         let _ = writeln!(rep.text, "\nguest {} pings {target}:", opts.domid);
         let p = conn.stack.ping(
             *target,
