@@ -363,6 +363,10 @@ struct GuestArgs {
     /// Seconds to wait for a driver domain.
     #[arg(long, default_value_t = 30)]
     wait: u64,
+    /// The guest's IP stack: `smoltcp` (built in), or `tap:NAME` to put a Linux TAP
+    /// device behind the netfront so the kernel's stack is the guest (needs root).
+    #[arg(long, default_value = "smoltcp")]
+    stack: String,
 }
 
 #[derive(Args)]
@@ -551,6 +555,19 @@ fn cli_guest(a: GuestArgs) -> ExitCode {
             Some(x) => opts.tcp_echo = Some(x),
             None => return bad("--tcp-echo (want IP:PORT)", t),
         }
+    }
+    match a.stack.as_str() {
+        "smoltcp" => {}
+        s => match s.strip_prefix("tap:") {
+            Some(name) if !name.is_empty() => {
+                if !a.ping.is_empty() || a.tcp_echo.is_some() {
+                    eprintln!("xennet guest: --ping/--tcp-echo need the smoltcp stack; with a TAP use the kernel's tools");
+                    return ExitCode::from(2);
+                }
+                opts.tap = Some(name.to_string());
+            }
+            _ => return bad("--stack (want smoltcp or tap:NAME)", s),
+        },
     }
     opts.count = a.count;
     opts.expect_loss = a.expect_loss;

@@ -351,3 +351,109 @@ fn bad_input_gets_precise_errors() {
     assert!(e.to_string().contains("driver domain"), "{e}");
     let _ = Path::new(EXE);
 }
+
+/// Skips (with the reason printed) unless we may create namespaces and TAPs.
+fn tap_skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("no /dev/net/tun".into());
+    }
+    for tool in ["ip", "ping", "curl"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            return Some(format!("{tool} not installed"));
+        }
+    }
+    None
+}
+
+/// A network namespace of our own, deleted on drop.
+struct NetNs(String);
+
+impl NetNs {
+    fn new() -> Self {
+        let name = format!("xnp{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ip netns add {name}");
+        NetNs(name)
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_tap_stack_guest_runs_the_kernels_tcp_ip_through_the_split_driver() {
+    if let Some(why) = tap_skip_reason() {
+        eprintln!("SKIP a_tap_stack_guest...: {why}");
+        return;
+    }
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    inst.spawn(&["guest", "--domid", "2"]);
+    inst.wait_connected(2);
+    let ns = NetNs::new();
+    // Guest 1: the kernel's stack inside our namespace, behind a TAP behind netfront.
+    let child = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.0, EXE, "guest", "--domid", "1", "--stack", "tap:xnt0", "--dir",
+        ])
+        .arg(&inst.dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    inst.kids.push(child);
+    inst.wait_connected(1);
+    for cmd in [
+        &[
+            "ip",
+            "link",
+            "set",
+            "dev",
+            "xnt0",
+            "address",
+            "00:16:3e:5e:00:01",
+        ][..],
+        &["ip", "addr", "add", "128.153.144.205/24", "dev", "xnt0"],
+        &["ip", "link", "set", "xnt0", "up"],
+    ] {
+        let o = ns.run(cmd);
+        assert!(o.status.success(), "{cmd:?}: {}", text(&o));
+    }
+    let o = ns.run(&["ping", "-c", "3", "-W", "5", "128.153.144.206"]);
+    assert!(
+        o.status.success(),
+        "kernel -> smoltcp guest ping: {}",
+        text(&o)
+    );
+    let o = ns.run(&["ping", "-c", "2", "-W", "5", "128.153.144.148"]);
+    assert!(
+        o.status.success(),
+        "kernel -> remote host ping: {}",
+        text(&o)
+    );
+    let o = ns.run(&["curl", "-s", "-m", "10", "http://128.153.144.206/"]);
+    assert!(
+        text(&o).contains("hello from guest domain 2 over xennet"),
+        "TCP to guest 2: {}",
+        text(&o)
+    );
+}

@@ -23,6 +23,8 @@ use xennet_ring::DomId;
 use super::control;
 use super::up::xenstore_dir;
 use crate::guest::stack::{GuestStack, PingReport};
+use xennet_netback::uplink::tap::TapDevice;
+use xennet_netback::uplink::Endpoint;
 
 /// What a guest does.
 #[derive(Clone, Debug)]
@@ -51,6 +53,9 @@ pub struct GuestOptions {
     pub serve: bool,
     /// How long to wait for a driver domain (at start and after it went away).
     pub wait: Duration,
+    /// `tap:NAME`: a Linux TAP device behind the netfront instead of smoltcp, so
+    /// the kernel's own TCP/IP stack is the guest (configure the TAP from outside).
+    pub tap: Option<String>,
 }
 
 impl GuestOptions {
@@ -69,6 +74,7 @@ impl GuestOptions {
             expect_loss: false,
             serve: true,
             wait: Duration::from_secs(30),
+            tap: None,
         }
     }
 }
@@ -153,8 +159,13 @@ fn parse_reply(reply: &str) -> Result<Assigned, GuestError> {
 
 type Stack = GuestStack<NetfrontDevice<Domain, xennet_platform::shm::EventPort>>;
 
+enum Guest {
+    Smoltcp(Box<Stack>),
+    Tap(ShmFront),
+}
+
 struct Connection {
-    stack: Stack,
+    guest: Guest,
     link: FrontLink,
 }
 
@@ -201,14 +212,58 @@ fn attach(
         ip,
         gateway.map(|g| format!("via {g}")).unwrap_or_default()
     );
+    if opts.tap.is_some() {
+        return Ok(Connection {
+            guest: Guest::Tap(front),
+            link,
+        });
+    }
     let banner = format!("hello from guest domain {} over xennet", opts.domid);
     let stack = GuestStack::new(NetfrontDevice::new(front), mac, ip, gateway, &banner);
-    Ok(Connection { stack, link })
+    Ok(Connection {
+        guest: Guest::Smoltcp(Box::new(stack)),
+        link,
+    })
 }
 
-fn into_front(stack: Stack) -> ShmFront {
-    let GuestStack { device, .. } = stack;
-    device.into_inner()
+impl Guest {
+    fn into_front(self) -> ShmFront {
+        match self {
+            Guest::Smoltcp(stack) => {
+                let GuestStack { device, .. } = *stack;
+                device.into_inner()
+            }
+            Guest::Tap(front) => front,
+        }
+    }
+}
+
+/// Moves frames between the TAP device and the netfront for up to `limit`.
+/// Frames the ring cannot take right now are counted, as a NIC would drop them.
+fn pump_tap(
+    front: &mut ShmFront,
+    tap: &mut TapDevice,
+    events: &EventChannels,
+    limit: Duration,
+    dropped: &mut u64,
+) {
+    let until = Instant::now() + limit;
+    let now = smoltcp::time::Instant::ZERO;
+    while Instant::now() < until {
+        let mut moved = false;
+        tap.poll(now, &mut |f| {
+            moved = true;
+            if front.send(f).is_err() {
+                *dropped += 1;
+            }
+        });
+        moved |= front.poll_tx().unwrap_or(0) > 0;
+        moved |= front.receive(64, |f, _| tap.receive(now, f)).unwrap_or(0) > 0;
+        if !moved && !front.final_check().unwrap_or(false) {
+            // The TAP has no event channel: look at it every millisecond.
+            events.wait(Some(Duration::from_millis(1)));
+        }
+    }
 }
 
 /// Runs the guest until its script is done (and, with `serve`, until `stop`).
@@ -217,21 +272,37 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     let domain = Domain::create(&rt, DomId(opts.domid), 4096, 4096)?;
     let events = EventChannels::new(&domain, Some(rt.clone()));
     let mut rep = GuestReport::default();
+    let mut tap = match &opts.tap {
+        Some(name) => Some(
+            TapDevice::open(name)
+                .map_err(|e| GuestError::Reply(format!("--stack tap:{name}: {e}")))?,
+        ),
+        None => None,
+    };
     let mut conn = attach(opts, stop, &domain, &events, &mut rep.text)?;
+    let mut tap_dropped = 0u64;
     let ev = events.clone();
     let mut wait = move |d: Duration| {
         ev.wait(Some(d));
     };
     let interval = Duration::from_millis(100);
-    for (i, target) in opts.pings.iter().enumerate() {
+    let pings = if matches!(conn.guest, Guest::Smoltcp(_)) {
+        &opts.pings[..]
+    } else {
+        &[]
+    };
+    for (i, target) in pings.iter().enumerate() {
+        let Guest::Smoltcp(stack) = &mut conn.guest else {
+            break;
+        };
         if i > 0 {
             // smoltcp sends at most one ARP request per second for the whole
             // interface; without this pause the next target's first echoes would
             // wait for that window and their round trips would show it.
-            conn.stack.serve_for(Duration::from_secs(1), &mut wait);
+            stack.serve_for(Duration::from_secs(1), &mut wait);
         }
         let _ = writeln!(rep.text, "\nguest {} pings {target}:", opts.domid);
-        let p = conn.stack.ping(
+        let p = stack.ping(
             *target,
             opts.count,
             interval,
@@ -241,14 +312,14 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
         let _ = writeln!(rep.text, "{p}");
         rep.pings.push(p);
     }
-    if let Some((addr, port)) = opts.tcp_echo {
+    if let (Some((addr, port)), Guest::Smoltcp(stack)) = (opts.tcp_echo, &mut conn.guest) {
         let payload = b"xennet: frames through netfront, the shared rings and netback";
         let _ = writeln!(
             rep.text,
             "\nguest {} opens a TCP connection to {addr}:{port} (echo):",
             opts.domid
         );
-        let ok = match conn.stack.tcp_exchange(
+        let ok = match stack.tcp_exchange(
             addr,
             port,
             payload,
@@ -279,7 +350,21 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     if opts.serve {
         print!("{}", std::mem::take(&mut rep.text));
         while !stop.load(Ordering::Relaxed) {
-            conn.stack.serve_for(Duration::from_millis(100), &mut wait);
+            match (&mut conn.guest, tap.as_mut()) {
+                (Guest::Smoltcp(stack), _) => {
+                    stack.serve_for(Duration::from_millis(100), &mut wait)
+                }
+                (Guest::Tap(front), Some(tap)) => pump_tap(
+                    front,
+                    tap,
+                    &events,
+                    Duration::from_millis(100),
+                    &mut tap_dropped,
+                ),
+                (Guest::Tap(_), None) => {
+                    return Err(GuestError::Reply("tap stack without a TAP".into()))
+                }
+            }
             let why = match conn.link.check() {
                 Health::Up => continue,
                 Health::Gone(why) => why,
@@ -288,9 +373,9 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                 "guest {}: backend gone ({why}); waiting for a driver domain",
                 opts.domid
             );
-            let Connection { stack, link } = conn;
+            let Connection { guest, link } = conn;
             let dd_dead = link.xs().get_domain_path(0).is_err();
-            let front = into_front(stack);
+            let front = guest.into_front();
             let leaked = if dd_dead {
                 link.abandon(front)
             } else {
@@ -325,8 +410,15 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
             );
         }
     }
-    let Connection { stack, link } = conn;
-    rep.leaked_grants = link.close(into_front(stack));
+    let Connection { guest, link } = conn;
+    rep.leaked_grants = link.close(guest.into_front());
+    if tap_dropped > 0 {
+        let _ = writeln!(
+            rep.text,
+            "guest {}: {tap_dropped} TAP frames dropped (ring full)",
+            opts.domid
+        );
+    }
     if rep.leaked_grants > 0 {
         let _ = writeln!(
             rep.text,
