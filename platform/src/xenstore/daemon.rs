@@ -446,6 +446,20 @@ impl Outcome {
     }
 }
 
+/// Applies one tree request (READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART,
+/// GET_PERMS, SET_PERMS) from `caller` to `tree`, exactly as the daemon does
+/// outside transactions, and returns the reply payload. The daemon's pure core:
+/// fuzzed directly (`fuzz/fuzz_targets/xenstore.rs`).
+pub fn apply(
+    limits: &Limits,
+    tree: &mut Tree,
+    caller: Caller,
+    ty: MsgType,
+    body: &[u8],
+) -> Result<Vec<u8>, Errno> {
+    tree_op(limits, tree, caller, ty, body).map(|o| o.reply)
+}
+
 fn tree_op(
     limits: &Limits,
     tree: &mut Tree,
@@ -453,6 +467,12 @@ fn tree_op(
     ty: MsgType,
     body: &[u8],
 ) -> Result<Outcome, Errno> {
+    // `@` paths name watch events only; there are no such nodes.
+    if let Some(first) = wire::split_strings(body).first() {
+        if first.first() == Some(&b'@') {
+            return Err(Errno::ENOENT);
+        }
+    }
     match ty {
         MsgType::Read => {
             let path = canonical(caller, first_str(body)?)?;

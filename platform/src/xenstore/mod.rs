@@ -14,7 +14,7 @@ pub mod wire;
 pub mod xenbus;
 
 pub use client::{default_socket, Transaction, WatchEvent, XsClient, XsError};
-pub use daemon::{dom0_socket, domain_socket, DaemonStats, Limits, Xenstored};
-pub use store::{Access, Caller, Perm, Perms};
+pub use daemon::{apply, dom0_socket, domain_socket, DaemonStats, Limits, Xenstored};
+pub use store::{Access, Caller, Perm, Perms, Tree};
 pub use wire::Errno;
 pub use xenbus::XenbusState;
