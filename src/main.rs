@@ -43,6 +43,8 @@ enum Command {
     Xenstored(XenstoredArgs),
     /// Introduce a domain to a XenStore daemon (opens DIR/domain/<id>/socket).
     XenstoreIntroduce(IntroduceArgs),
+    /// Sustained traffic with guest restarts and kills; reports RSS and counters.
+    Soak(SoakArgs),
     /// One side of one benchmark case (internal).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
@@ -246,6 +248,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Up(a) => cli_up(a),
+        Command::Soak(a) => cli_soak(&a),
         Command::Guest(a) => cli_guest(a),
         Command::List(a) => control(&a.dir(), &["list"]),
         Command::Stats(a) => {
@@ -659,6 +662,47 @@ fn cli_introduce(a: &IntroduceArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("xennet xenstore-introduce {}: {e}", a.domid);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// How long to run (fractions allowed: CI runs 0.25).
+    #[arg(long, default_value_t = 1.0)]
+    minutes: f64,
+}
+
+fn cli_soak(a: &SoakArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("xennet soak: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !(a.minutes > 0.0 && a.minutes <= 24.0 * 60.0) {
+        eprintln!("xennet soak: --minutes must be in (0, 1440]");
+        return ExitCode::from(2);
+    }
+    let opts = xennet::toolstack::soak::SoakOptions {
+        duration: std::time::Duration::from_secs_f64(a.minutes * 60.0),
+        exe,
+        dir: xennet::platform::shm::RuntimeDir::default_path()
+            .join(format!("soak-{}", std::process::id())),
+    };
+    match xennet::toolstack::soak::run(&opts) {
+        Ok(rep) => {
+            print!("{}", rep.text);
+            if rep.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("xennet soak: {e}");
             ExitCode::FAILURE
         }
     }

@@ -4,4 +4,5 @@
 pub mod control;
 pub mod guest;
 pub mod nodes;
+pub mod soak;
 pub mod up;

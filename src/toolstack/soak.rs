@@ -1,0 +1,211 @@
+//! `xennet soak`: the driver domain and guests as processes under sustained mixed
+//! traffic for a while, with guests restarted and killed on a schedule. It samples
+//! the driver domain's resident memory and the vif counters, and fails if memory
+//! grows, a script's traffic fails, or a restarted guest does not come back.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{control, up};
+
+/// Soak settings.
+#[derive(Clone, Debug)]
+pub struct SoakOptions {
+    /// How long to run.
+    pub duration: Duration,
+    /// The `xennet` executable.
+    pub exe: PathBuf,
+    /// Instance directory (removed afterwards).
+    pub dir: PathBuf,
+}
+
+/// What the soak saw.
+#[derive(Debug, Default)]
+pub struct SoakReport {
+    /// Printable table and summary.
+    pub text: String,
+    /// Whether every check held.
+    pub ok: bool,
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+struct Kids(Vec<Child>, PathBuf);
+
+impl Drop for Kids {
+    fn drop(&mut self) {
+        let _ = control::request(&self.1, &["down"]);
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn spawn(exe: &Path, dir: &Path, args: &[&str]) -> std::io::Result<Child> {
+    Command::new(exe)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+fn connected(dir: &Path, domid: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let sock = up::xenstore_dir(dir).join("socket");
+    let node = format!("/local/domain/0/backend/vif/{domid}/0/state");
+    while Instant::now() < deadline {
+        let ok = xennet_platform::xenstore::XsClient::connect(&sock)
+            .ok()
+            .and_then(|xs| xs.try_read_string(&node).ok().flatten())
+            .is_some_and(|s| s == "4");
+        if ok {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Runs the soak.
+pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
+    let dir = &opts.dir;
+    let _ = std::fs::remove_dir_all(dir);
+    let mut kids = Kids(Vec::new(), dir.clone());
+    kids.0
+        .push(spawn(&opts.exe, dir, &["up"]).map_err(|e| e.to_string())?);
+    let dd_pid = kids.0[0].id();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while control::request(dir, &["info"]).is_err() {
+        if Instant::now() > deadline {
+            return Err("driver domain did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kids.0
+        .push(spawn(&opts.exe, dir, &["guest", "--domid", "2"]).map_err(|e| e.to_string())?);
+    if !connected(dir, 2, Duration::from_secs(15)) {
+        return Err("guest 2 did not connect".into());
+    }
+    let mut rep = SoakReport {
+        ok: true,
+        ..SoakReport::default()
+    };
+    let t = &mut rep.text;
+    let _ = writeln!(
+        t,
+        "{:>7} {:>6} {:>10} {:>10} {:>9} {:>9} {:>8}",
+        "time_s", "cycle", "pings_tx", "pings_rx", "tcp_ok", "dd_rss_kb", "restarts"
+    );
+    let start = Instant::now();
+    let (mut tx, mut rx, mut tcp_ok, mut restarts) = (0u64, 0u64, 0u64, 0u64);
+    let mut rss: Vec<u64> = Vec::new();
+    let mut cycle = 0u64;
+    let mut victim: Option<Child> = None;
+    while start.elapsed() < opts.duration {
+        cycle += 1;
+        // A short-lived guest: created, drives ping and TCP, closes, destroyed.
+        let out = Command::new(&opts.exe)
+            .args([
+                "guest",
+                "--domid",
+                "1",
+                "--count",
+                "20",
+                "--ping",
+                "128.153.144.206",
+                "--ping",
+                "128.153.144.148",
+            ])
+            .args(["--tcp-echo", "128.153.144.206:7", "--dir"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        for l in text.lines().filter(|l| l.contains("packets transmitted")) {
+            let mut it = l.split(", ");
+            tx += it
+                .next()
+                .and_then(|s| s.split(' ').next()?.parse().ok())
+                .unwrap_or(0);
+            rx += it
+                .next()
+                .and_then(|s| s.split(' ').next()?.parse().ok())
+                .unwrap_or(0);
+        }
+        if text.contains("bytes intact") {
+            tcp_ok += 1;
+        }
+        if !out.status.success() {
+            rep.ok = false;
+            let _ = writeln!(t, "cycle {cycle}: guest script failed:\n{text}");
+        }
+        // A guest killed with SIGKILL every other cycle, and started again.
+        if let Some(mut v) = victim.take() {
+            let _ = v.kill();
+            let _ = v.wait();
+            restarts += 1;
+        }
+        if cycle % 2 == 1 {
+            victim =
+                Some(spawn(&opts.exe, dir, &["guest", "--domid", "3"]).map_err(|e| e.to_string())?);
+            if !connected(dir, 3, Duration::from_secs(15)) {
+                rep.ok = false;
+                let _ = writeln!(t, "cycle {cycle}: restarted guest 3 did not connect");
+            }
+        }
+        let r = rss_kib(dd_pid).unwrap_or(0);
+        rss.push(r);
+        let _ = writeln!(
+            t,
+            "{:>7.1} {:>6} {:>10} {:>10} {:>9} {:>9} {:>8}",
+            start.elapsed().as_secs_f64(),
+            cycle,
+            tx,
+            rx,
+            tcp_ok,
+            r,
+            restarts
+        );
+    }
+    if let Some(mut v) = victim.take() {
+        let _ = v.kill();
+        let _ = v.wait();
+    }
+    if let Ok(s) = control::request(dir, &["stats"]) {
+        let _ = writeln!(t, "\n$ xennet stats (long-lived guest 2)\n{s}");
+    }
+    // Flat memory: after the first quarter (warm-up), the last sample may not exceed
+    // the warm sample by more than 10% + 2 MiB.
+    if rss.len() >= 4 {
+        let warm = rss[rss.len() / 4];
+        let last = *rss.last().unwrap_or(&0);
+        let flat = last <= warm + warm / 10 + 2048;
+        let _ = writeln!(
+            t,
+            "driver domain RSS: warm {warm} KiB, last {last} KiB -> {}",
+            if flat { "flat" } else { "GROWING" }
+        );
+        rep.ok &= flat;
+    }
+    let _ = writeln!(
+        t,
+        "{cycle} cycles, {tx} echo requests ({rx} replies), {tcp_ok} TCP exchanges intact, {restarts} guest kills; {}",
+        if rep.ok { "soak: ok" } else { "soak: FAILED" }
+    );
+    rep.ok &= rx > 0;
+    Ok(rep)
+}
