@@ -7,4 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod shm;
+#[cfg(all(feature = "xen", target_arch = "x86_64"))]
+pub mod xen;
 pub mod xenstore;

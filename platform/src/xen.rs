@@ -1,0 +1,384 @@
+//! The `xen` feature: the drivers' event and grant traits on a real hypervisor,
+//! through `xen-sys`'s hypercall entry points, for a unikernel guest.
+//!
+//! Only argument marshalling lives here: the argument structs of
+//! `xen/event_channel.h` and `xen/grant_table.h` (the copy op is
+//! `xennet_ring::grant::GnttabCopy`, Xen's own layout) and the hypercall numbers.
+//! The hypercall itself goes through the [`Hypercall`] trait, so everything but the
+//! trap can be tested here without a hypervisor (a recording implementation
+//! checks the numbers and the bytes each call passes).
+//!
+//! Granting (`GrantAccess`) in a PV guest is writing one's own grant table, which
+//! the guest maps at boot (`GNTTABOP_setup_table`); the in-use flag protocol for
+//! that table is the one in [`crate::shm`]'s flags module, shared by both
+//! platforms. Booting, mapping the grant table and the XenStore ring are the
+//! unikernel's job and out of scope.
+
+use xennet_ring::grant::{GnttabCopy, GrantStatus};
+use xennet_ring::{DomId, GrantCopy, GrantRef, Notify, Port};
+
+/// `__HYPERVISOR_grant_table_op`.
+pub const HYPERVISOR_GRANT_TABLE_OP: u32 = 20;
+/// `__HYPERVISOR_event_channel_op`.
+pub const HYPERVISOR_EVENT_CHANNEL_OP: u32 = 32;
+/// `GNTTABOP_map_grant_ref`.
+pub const GNTTABOP_MAP_GRANT_REF: u64 = 0;
+/// `GNTTABOP_unmap_grant_ref`.
+pub const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
+/// `GNTTABOP_copy`.
+pub const GNTTABOP_COPY: u64 = 5;
+/// `EVTCHNOP_send`.
+pub const EVTCHNOP_SEND: u64 = 4;
+/// `EVTCHNOP_unmask`.
+pub const EVTCHNOP_UNMASK: u64 = 9;
+/// `GNTMAP_host_map`.
+pub const GNTMAP_HOST_MAP: u32 = 1 << 1;
+/// `GNTMAP_readonly`.
+pub const GNTMAP_READONLY: u32 = 1 << 2;
+
+/// A three-argument hypercall (all the drivers need).
+pub trait Hypercall {
+    /// Issues hypercall `op`.
+    ///
+    /// # Safety
+    /// The arguments must be what Xen expects for `op`; pointers must point to
+    /// live, correctly laid out argument structs for the duration of the call.
+    unsafe fn call3(&self, op: u32, a1: u64, a2: u64, a3: u64) -> i64;
+}
+
+/// The real hypervisor, through `xen-sys`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Xen;
+
+impl Hypercall for Xen {
+    unsafe fn call3(&self, op: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+        // SAFETY: forwarded from the caller's contract; xen-sys issues the trap
+        // through the hypercall page.
+        unsafe { xen_sys::hypercall_3(op, a1, a2, a3) as i64 }
+    }
+}
+
+/// `struct evtchn_send` and `struct evtchn_unmask` (both `{ evtchn_port_t port; }`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvtchnPort {
+    /// The local port.
+    pub port: u32,
+}
+
+/// `struct gnttab_map_grant_ref` (32 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabMapGrantRef {
+    /// IN: where to map.
+    pub host_addr: u64,
+    /// IN: `GNTMAP_*`.
+    pub flags: u32,
+    /// IN: the grant.
+    pub gref: u32,
+    /// IN: the granting domain.
+    pub dom: u16,
+    /// OUT: `GNTST_*`.
+    pub status: i16,
+    /// OUT: handle for unmapping.
+    pub handle: u32,
+    /// OUT: bus address (unused).
+    pub dev_bus_addr: u64,
+}
+
+/// `struct gnttab_unmap_grant_ref` (24 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GnttabUnmapGrantRef {
+    /// IN: the mapped address.
+    pub host_addr: u64,
+    /// IN: bus address (0).
+    pub dev_bus_addr: u64,
+    /// IN: handle from the map.
+    pub handle: u32,
+    /// OUT: `GNTST_*`.
+    pub status: i16,
+}
+
+const _: () = assert!(core::mem::size_of::<EvtchnPort>() == 4);
+const _: () = assert!(core::mem::size_of::<GnttabMapGrantRef>() == 32);
+const _: () = assert!(core::mem::size_of::<GnttabUnmapGrantRef>() == 24);
+const _: () = assert!(core::mem::size_of::<GnttabCopy>() == 40);
+
+/// Event channels through `HYPERVISOR_event_channel_op`.
+#[derive(Clone, Debug, Default)]
+pub struct XenEvents<H> {
+    hv: H,
+}
+
+impl<H: Hypercall + Clone> XenEvents<H> {
+    /// Over a hypercall implementation.
+    pub fn new(hv: H) -> Self {
+        XenEvents { hv }
+    }
+
+    fn op(&self, cmd: u64, port: Port) -> Result<(), i64> {
+        let mut arg = EvtchnPort { port: port.0 };
+        // SAFETY: `arg` is a live `evtchn_send`/`evtchn_unmask` for the call.
+        let rc = unsafe {
+            self.hv.call3(
+                HYPERVISOR_EVENT_CHANNEL_OP,
+                cmd,
+                &mut arg as *mut EvtchnPort as u64,
+                0,
+            )
+        };
+        if rc < 0 {
+            Err(rc)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `EVTCHNOP_send`.
+    pub fn send(&self, port: Port) -> Result<(), i64> {
+        self.op(EVTCHNOP_SEND, port)
+    }
+
+    /// `EVTCHNOP_unmask`.
+    pub fn unmask(&self, port: Port) -> Result<(), i64> {
+        self.op(EVTCHNOP_UNMASK, port)
+    }
+
+    /// A notifier for one port (what netfront and netback kick).
+    pub fn port(&self, port: Port) -> XenPort<H> {
+        XenPort {
+            events: self.clone(),
+            port,
+        }
+    }
+}
+
+/// One bound port.
+#[derive(Clone, Debug)]
+pub struct XenPort<H> {
+    events: XenEvents<H>,
+    port: Port,
+}
+
+impl<H: Hypercall + Clone> Notify for XenPort<H> {
+    fn notify(&self) {
+        // A failed send means the port is closed; the ring protocol tolerates a
+        // lost kick from a peer that is going away.
+        let _ = self.events.send(self.port);
+    }
+}
+
+/// Grant copy and map through `HYPERVISOR_grant_table_op`.
+#[derive(Clone, Debug, Default)]
+pub struct XenGrants<H> {
+    hv: H,
+}
+
+impl<H: Hypercall> XenGrants<H> {
+    /// Over a hypercall implementation.
+    pub fn new(hv: H) -> Self {
+        XenGrants { hv }
+    }
+
+    /// Maps `gref` of `dom` at `host_addr`; returns the unmap handle.
+    pub fn map(
+        &self,
+        host_addr: u64,
+        dom: DomId,
+        gref: GrantRef,
+        readonly: bool,
+    ) -> Result<u32, GrantStatus> {
+        let mut op = GnttabMapGrantRef {
+            host_addr,
+            flags: GNTMAP_HOST_MAP | if readonly { GNTMAP_READONLY } else { 0 },
+            gref: gref.0,
+            dom: dom.0,
+            ..GnttabMapGrantRef::default()
+        };
+        // SAFETY: one live `gnttab_map_grant_ref`, count 1.
+        let rc = unsafe {
+            self.hv.call3(
+                HYPERVISOR_GRANT_TABLE_OP,
+                GNTTABOP_MAP_GRANT_REF,
+                &mut op as *mut _ as u64,
+                1,
+            )
+        };
+        if rc < 0 {
+            return Err(GrantStatus::GeneralError);
+        }
+        match GrantStatus::from_raw(op.status) {
+            GrantStatus::Okay => Ok(op.handle),
+            e => Err(e),
+        }
+    }
+
+    /// Unmaps what [`XenGrants::map`] mapped.
+    pub fn unmap(&self, host_addr: u64, handle: u32) -> Result<(), GrantStatus> {
+        let mut op = GnttabUnmapGrantRef {
+            host_addr,
+            handle,
+            ..GnttabUnmapGrantRef::default()
+        };
+        // SAFETY: one live `gnttab_unmap_grant_ref`, count 1.
+        let rc = unsafe {
+            self.hv.call3(
+                HYPERVISOR_GRANT_TABLE_OP,
+                GNTTABOP_UNMAP_GRANT_REF,
+                &mut op as *mut _ as u64,
+                1,
+            )
+        };
+        if rc < 0 {
+            return Err(GrantStatus::GeneralError);
+        }
+        match GrantStatus::from_raw(op.status) {
+            GrantStatus::Okay => Ok(()),
+            e => Err(e),
+        }
+    }
+}
+
+impl<H: Hypercall> GrantCopy for XenGrants<H> {
+    fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<(), GrantStatus> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `ops` is a live array of `gnttab_copy` in Xen's layout (asserted
+        // 40 bytes above); Xen writes each op's status.
+        let rc = unsafe {
+            self.hv.call3(
+                HYPERVISOR_GRANT_TABLE_OP,
+                GNTTABOP_COPY,
+                ops.as_mut_ptr() as u64,
+                ops.len() as u64,
+            )
+        };
+        if rc < 0 {
+            Err(GrantStatus::GeneralError)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use xennet_ring::grant::GnttabCopyPtr;
+    use xennet_ring::Frame;
+
+    /// Records each call and what its first argument struct held; answers with
+    /// `rc` and, for map/copy, writes the given status back like Xen does.
+    /// (hypercall, command, count, argument bytes).
+    type Call = (u32, u64, u64, Vec<u8>);
+
+    #[derive(Clone, Default)]
+    struct Recorder {
+        calls: Rc<RefCell<Vec<Call>>>,
+        rc: i64,
+        status: i16,
+    }
+
+    impl Hypercall for Recorder {
+        unsafe fn call3(&self, op: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+            let len = match (op, a1) {
+                (HYPERVISOR_EVENT_CHANNEL_OP, _) => 4,
+                (HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_MAP_GRANT_REF) => 32,
+                (HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_UNMAP_GRANT_REF) => 24,
+                (HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_COPY) => 40 * a3 as usize,
+                _ => 0,
+            };
+            // SAFETY: the callers pass a pointer to `len` live bytes (checked by
+            // the cases above, which mirror the real argument structs).
+            let bytes = unsafe { std::slice::from_raw_parts(a2 as *const u8, len) }.to_vec();
+            self.calls.borrow_mut().push((op, a1, a3, bytes));
+            if op == HYPERVISOR_GRANT_TABLE_OP && a1 == GNTTABOP_MAP_GRANT_REF {
+                // SAFETY: as above; Xen writes `status` and `handle`.
+                let m = unsafe { &mut *(a2 as *mut GnttabMapGrantRef) };
+                m.status = self.status;
+                m.handle = 77;
+            }
+            self.rc
+        }
+    }
+
+    #[test]
+    fn event_ops_pass_the_port_struct() {
+        let r = Recorder::default();
+        let ev = XenEvents::new(r.clone());
+        ev.send(Port(5)).unwrap();
+        ev.unmask(Port(6)).unwrap();
+        ev.port(Port(7)).notify();
+        let calls = r.calls.borrow();
+        assert_eq!(calls[0], (32, 4, 0, 5u32.to_le_bytes().to_vec()));
+        assert_eq!(calls[1], (32, 9, 0, 6u32.to_le_bytes().to_vec()));
+        assert_eq!(calls[2].3, 7u32.to_le_bytes().to_vec());
+        let failing = XenEvents::new(Recorder {
+            rc: -22,
+            ..Recorder::default()
+        });
+        assert_eq!(failing.send(Port(1)), Err(-22));
+    }
+
+    #[test]
+    fn map_marshals_flags_ref_and_domain_and_reads_status() {
+        let r = Recorder::default();
+        let g = XenGrants::new(r.clone());
+        assert_eq!(g.map(0x1000, DomId(3), GrantRef(9), true), Ok(77));
+        let (op, cmd, count, bytes) = r.calls.borrow()[0].clone();
+        assert_eq!((op, cmd, count), (20, 0, 1));
+        assert_eq!(&bytes[0..8], &0x1000u64.to_le_bytes());
+        assert_eq!(
+            &bytes[8..12],
+            &(GNTMAP_HOST_MAP | GNTMAP_READONLY).to_le_bytes()
+        );
+        assert_eq!(&bytes[12..16], &9u32.to_le_bytes());
+        assert_eq!(&bytes[16..18], &3u16.to_le_bytes());
+        let denied = XenGrants::new(Recorder {
+            status: -8,
+            ..Recorder::default()
+        });
+        assert_eq!(
+            denied.map(0, DomId(1), GrantRef(1), false),
+            Err(GrantStatus::PermissionDenied)
+        );
+        g.unmap(0x1000, 77).unwrap();
+        let (_, cmd, _, bytes) = r.calls.borrow()[1].clone();
+        assert_eq!(cmd, 1);
+        assert_eq!(&bytes[16..20], &77u32.to_le_bytes());
+    }
+
+    #[test]
+    fn copy_passes_the_batch_unchanged() {
+        let r = Recorder::default();
+        let g = XenGrants::new(r.clone());
+        let mut ops = [
+            GnttabCopy::from_grant(
+                GnttabCopyPtr::gref(GrantRef(8), DomId(1), 0),
+                GnttabCopyPtr::local(Frame(5), 64),
+                60,
+            ),
+            GnttabCopy::to_grant(
+                GnttabCopyPtr::local(Frame(6), 0),
+                GnttabCopyPtr::gref(GrantRef(9), DomId(1), 2),
+                1500,
+            ),
+        ];
+        g.grant_copy(&mut ops).unwrap();
+        let (op, cmd, count, bytes) = r.calls.borrow()[0].clone();
+        assert_eq!((op, cmd, count, bytes.len()), (20, 5, 2, 80));
+        assert_eq!(&bytes[0..8], &8u64.to_le_bytes()); // source.u = gref
+        assert_eq!(&bytes[32..34], &60u16.to_le_bytes()); // len
+        g.grant_copy(&mut []).unwrap();
+        assert_eq!(r.calls.borrow().len(), 1, "an empty batch is no hypercall");
+        let failing = XenGrants::new(Recorder {
+            rc: -1,
+            ..Recorder::default()
+        });
+        assert_eq!(failing.grant_copy(&mut ops), Err(GrantStatus::GeneralError));
+    }
+}
