@@ -380,9 +380,6 @@ impl Up {
         if self.guests.contains_key(&domid) {
             return Err(format!("domain {domid} already exists"));
         }
-        if !self.rt.is_stale(DomId(domid)) && self.rt.owner(DomId(domid)).is_some() {
-            // Files of a live process: fine (the guest creates them first or later).
-        }
         let spec = parse_vif_spec(spec).map_err(|e| format!("vif spec: {e}"))?;
         let mode = self.opts.mode;
         let want = match mode {
