@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{IpProtocol, Ipv4Packet};
+use smoltcp::wire::IpProtocol;
 
 use super::DropReason;
 use crate::wire::checksum::{get16, put16, update16, update32};
@@ -281,14 +281,14 @@ fn refresh(cfg: &NatConfig, flow: &mut NatFlow, tcp_flags: u8, now: Instant) {
 }
 
 fn addrs(pkt: &[u8]) -> Option<(Ipv4Address, Ipv4Address)> {
-    let p = Ipv4Packet::new_checked(pkt).ok()?;
+    let p = crate::wire::ipv4_checked(pkt)?;
     Some((p.src_addr(), p.dst_addr()))
 }
 
 /// Finds the layer-4 header; `outbound` picks the source port (else the destination)
 /// as the field NAT rewrites. None for fragments, other protocols, short headers.
 fn locate(pkt: &[u8], outbound: bool) -> Option<L4> {
-    let p = Ipv4Packet::new_checked(pkt).ok()?;
+    let p = crate::wire::ipv4_checked(pkt)?;
     if p.more_frags() || p.frag_offset() != 0 {
         return None;
     }

@@ -106,7 +106,7 @@ pub fn icmp_error(
     code: u8,
     orig: &[u8],
 ) -> bool {
-    let Ok(pkt) = Ipv4Packet::new_checked(orig) else {
+    let Some(pkt) = crate::wire::ipv4_checked(orig) else {
         return false;
     };
     let quote_len = (usize::from(pkt.header_len()) + 8).min(orig.len());
@@ -123,7 +123,7 @@ pub fn icmp_error(
 /// Turns an ICMP echo request IPv4 packet (already validated by the caller) into the
 /// echo reply from `src` in `buf`. Returns false if `req` is not an echo request.
 pub fn echo_reply(buf: &mut Vec<u8>, src: Ipv4Address, req: &[u8]) -> bool {
-    let Ok(pkt) = Ipv4Packet::new_checked(req) else {
+    let Some(pkt) = crate::wire::ipv4_checked(req) else {
         return false;
     };
     if pkt.next_header() != IpProtocol::Icmp || pkt.frag_offset() != 0 || pkt.more_frags() {

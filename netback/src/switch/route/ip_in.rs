@@ -25,7 +25,7 @@ impl Router {
         payload: &[u8],
         out: &mut dyn Output,
     ) -> Disposition {
-        let Ok(pkt) = Ipv4Packet::new_checked(payload) else {
+        let Some(pkt) = crate::wire::ipv4_checked(payload) else {
             return Disposition::Dropped(DropReason::Malformed);
         };
         if pkt.version() != 4 || !pkt.verify_checksum() {
@@ -158,7 +158,7 @@ impl Router {
         orig: &[u8],
         (icmp_type, code): (u8, u8),
     ) {
-        let Ok(pkt) = Ipv4Packet::new_checked(orig) else {
+        let Some(pkt) = crate::wire::ipv4_checked(orig) else {
             return;
         };
         let (src, dst) = (pkt.src_addr(), pkt.dst_addr());
