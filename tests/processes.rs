@@ -457,3 +457,39 @@ fn a_tap_stack_guest_runs_the_kernels_tcp_ip_through_the_split_driver() {
         text(&o)
     );
 }
+
+#[test]
+fn multi_queue_vifs_negotiate_and_carry_traffic_across_processes() {
+    let mut inst = Instance::new();
+    inst.up(&["--max-queues", "4"]);
+    inst.spawn(&["guest", "--domid", "2", "--queues", "4"]);
+    inst.wait_connected(2);
+    let xs = XsClient::connect(up::xenstore_dir(&inst.dir).join("socket")).unwrap();
+    let fe = "/local/domain/2/device/vif/0";
+    assert_eq!(
+        xs.read_string(&format!("{fe}/multi-queue-num-queues"))
+            .unwrap(),
+        "4"
+    );
+    for q in 0..4 {
+        assert!(xs
+            .read_string(&format!("{fe}/queue-{q}/tx-ring-ref"))
+            .is_ok());
+        assert!(xs
+            .read_string(&format!("{fe}/queue-{q}/event-channel"))
+            .is_ok());
+    }
+    // More queues than offered are clamped by the frontend to what the backend offers.
+    let out = inst.guest(
+        1,
+        &[
+            "--queues",
+            "8",
+            "--ping",
+            "128.153.144.206",
+            "--tcp-echo",
+            "128.153.144.206:7",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -533,3 +533,27 @@ fn xenstore_utils_work_against_the_daemon() {
     let (ok, _, _) = tool(&gsock, "xenstore-read", &["/local/domain/0/rel"]);
     assert!(!ok);
 }
+
+#[test]
+fn dropped_clients_close_their_connections() {
+    // Found by `xennet soak`: a client dropped without closing kept a reader
+    // thread on both sides, so short-lived clients leaked threads in the daemon.
+    let dir = TempDir::new();
+    let xs = Xenstored::start(&dir.0).unwrap();
+    let keep = XsClient::connect(xs.socket_path()).unwrap();
+    for _ in 0..50 {
+        let c = XsClient::connect(xs.socket_path()).unwrap();
+        c.write("/x", "1").unwrap();
+    }
+    // Wait for the 50 dropped ones to wind down (bounded by the deadline).
+    let deadline = std::time::Instant::now() + WAIT;
+    while xs.connections() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections still open",
+            xs.connections()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(keep.read_string("/x").unwrap(), "1");
+}

@@ -77,6 +77,17 @@ struct Inner {
     timeout: Duration,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The reader thread holds its own handle of the socket and blocks in
+        // read(): shutting the socket down ends it, and tells the daemon to drop
+        // the connection (its threads and watches) too.
+        if let Ok(w) = self.writer.lock() {
+            let _ = w.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 /// A connection to xenstored.
 #[derive(Clone)]
 pub struct XsClient {

@@ -202,6 +202,11 @@ impl Xenstored {
         dom0_socket(&self.shared.dir)
     }
 
+    /// Connections currently open (each costs the daemon two threads).
+    pub fn connections(&self) -> usize {
+        self.shared.lock().conns.len()
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> &DaemonStats {
         &self.shared.stats
