@@ -14,8 +14,10 @@
 //! platforms. Booting, mapping the grant table and the XenStore ring are the
 //! unikernel's job and out of scope.
 
+use core::ptr::NonNull;
 use xennet_ring::grant::{GnttabCopy, GrantStatus};
-use xennet_ring::{DomId, GrantCopy, GrantRef, Notify, Port};
+
+use xennet_ring::{DomId, GrantCopy, GrantMap, GrantRef, MappedPage, Notify, Port};
 
 /// `__HYPERVISOR_grant_table_op`.
 pub const HYPERVISOR_GRANT_TABLE_OP: u32 = 20;
@@ -169,20 +171,63 @@ impl<H: Hypercall + Clone> Notify for XenPort<H> {
     }
 }
 
-/// Grant copy and map through `HYPERVISOR_grant_table_op`.
-#[derive(Clone, Debug, Default)]
+/// Grant copy and map through `HYPERVISOR_grant_table_op`. Mapping through the
+/// [`GrantMap`] trait needs a range of the guest's virtual address space to map
+/// peer pages into ([`XenGrants::with_map_area`]).
+#[derive(Debug, Default)]
 pub struct XenGrants<H> {
     hv: H,
+    /// Free page-sized slots of the map area.
+    slots: std::sync::Mutex<Vec<u64>>,
+}
+
+/// A peer page mapped into the map area.
+#[derive(Debug)]
+pub struct XenMapping {
+    addr: u64,
+    handle: u32,
+    readonly: bool,
+}
+
+impl MappedPage for XenMapping {
+    fn as_ptr(&self) -> NonNull<u8> {
+        // The map area is never at address 0 (checked by `with_map_area`).
+        NonNull::new(self.addr as *mut u8).unwrap_or(NonNull::dangling())
+    }
+    fn readonly(&self) -> bool {
+        self.readonly
+    }
 }
 
 impl<H: Hypercall> XenGrants<H> {
-    /// Over a hypercall implementation.
+    /// Copy only (no map area).
     pub fn new(hv: H) -> Self {
-        XenGrants { hv }
+        XenGrants {
+            hv,
+            slots: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// With `pages` pages of virtual address space at `base` to map peer pages into.
+    ///
+    /// # Safety
+    /// `base` must be page-aligned, non-zero, and `pages` pages from it must be
+    /// reserved for these mappings alone (no other memory is mapped there) for as
+    /// long as this value lives.
+    pub unsafe fn with_map_area(hv: H, base: u64, pages: usize) -> Self {
+        assert!(
+            base != 0 && base % 4096 == 0,
+            "map area must be page-aligned and non-null"
+        );
+        let slots = (0..pages as u64).rev().map(|i| base + i * 4096).collect();
+        XenGrants {
+            hv,
+            slots: std::sync::Mutex::new(slots),
+        }
     }
 
     /// Maps `gref` of `dom` at `host_addr`; returns the unmap handle.
-    pub fn map(
+    pub fn map_at(
         &self,
         host_addr: u64,
         dom: DomId,
@@ -214,8 +259,8 @@ impl<H: Hypercall> XenGrants<H> {
         }
     }
 
-    /// Unmaps what [`XenGrants::map`] mapped.
-    pub fn unmap(&self, host_addr: u64, handle: u32) -> Result<(), GrantStatus> {
+    /// Unmaps what [`XenGrants::map_at`] mapped.
+    pub fn unmap_at(&self, host_addr: u64, handle: u32) -> Result<(), GrantStatus> {
         let mut op = GnttabUnmapGrantRef {
             host_addr,
             handle,
@@ -237,6 +282,40 @@ impl<H: Hypercall> XenGrants<H> {
             GrantStatus::Okay => Ok(()),
             e => Err(e),
         }
+    }
+}
+
+impl<H: Hypercall> GrantMap for XenGrants<H> {
+    type Mapping = XenMapping;
+
+    fn map(&self, domid: DomId, gref: GrantRef, readonly: bool) -> Result<XenMapping, GrantStatus> {
+        let addr = self
+            .slots
+            .lock()
+            .map_err(|_| GrantStatus::GeneralError)?
+            .pop()
+            .ok_or(GrantStatus::NoDeviceSpace)?;
+        match self.map_at(addr, domid, gref, readonly) {
+            Ok(handle) => Ok(XenMapping {
+                addr,
+                handle,
+                readonly,
+            }),
+            Err(e) => {
+                if let Ok(mut s) = self.slots.lock() {
+                    s.push(addr);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn unmap(&self, m: XenMapping) -> Result<(), GrantStatus> {
+        self.unmap_at(m.addr, m.handle)?;
+        if let Ok(mut s) = self.slots.lock() {
+            s.push(m.addr);
+        }
+        Ok(())
     }
 }
 
@@ -328,7 +407,7 @@ mod tests {
     fn map_marshals_flags_ref_and_domain_and_reads_status() {
         let r = Recorder::default();
         let g = XenGrants::new(r.clone());
-        assert_eq!(g.map(0x1000, DomId(3), GrantRef(9), true), Ok(77));
+        assert_eq!(g.map_at(0x1000, DomId(3), GrantRef(9), true), Ok(77));
         let (op, cmd, count, bytes) = r.calls.borrow()[0].clone();
         assert_eq!((op, cmd, count), (20, 0, 1));
         assert_eq!(&bytes[0..8], &0x1000u64.to_le_bytes());
@@ -343,13 +422,53 @@ mod tests {
             ..Recorder::default()
         });
         assert_eq!(
-            denied.map(0, DomId(1), GrantRef(1), false),
+            denied.map_at(0, DomId(1), GrantRef(1), false),
             Err(GrantStatus::PermissionDenied)
         );
-        g.unmap(0x1000, 77).unwrap();
+        g.unmap_at(0x1000, 77).unwrap();
         let (_, cmd, _, bytes) = r.calls.borrow()[1].clone();
         assert_eq!(cmd, 1);
         assert_eq!(&bytes[16..20], &77u32.to_le_bytes());
+    }
+
+    #[test]
+    fn grant_map_trait_uses_the_map_area_and_returns_slots() {
+        let r = Recorder::default();
+        // SAFETY: the recorder never touches the addresses; nothing is mapped.
+        let g = unsafe { XenGrants::with_map_area(r.clone(), 0x7000_0000, 2) };
+        let a = GrantMap::map(&g, DomId(1), GrantRef(8), false).unwrap();
+        let b = GrantMap::map(&g, DomId(1), GrantRef(9), true).unwrap();
+        assert_eq!(a.as_ptr().as_ptr() as u64, 0x7000_0000);
+        assert_eq!(b.as_ptr().as_ptr() as u64, 0x7000_1000);
+        assert!(b.readonly() && !a.readonly());
+        assert_eq!(
+            GrantMap::map(&g, DomId(1), GrantRef(10), false).unwrap_err(),
+            GrantStatus::NoDeviceSpace
+        );
+        GrantMap::unmap(&g, a).unwrap();
+        let c = GrantMap::map(&g, DomId(1), GrantRef(10), false).unwrap();
+        assert_eq!(
+            c.as_ptr().as_ptr() as u64,
+            0x7000_0000,
+            "the freed slot is reused"
+        );
+        // A refused map gives its slot back.
+        // SAFETY: as above.
+        let denied = unsafe {
+            XenGrants::with_map_area(
+                Recorder {
+                    status: -3,
+                    ..Recorder::default()
+                },
+                0x1000,
+                1,
+            )
+        };
+        assert_eq!(
+            GrantMap::map(&denied, DomId(1), GrantRef(1), false).unwrap_err(),
+            GrantStatus::BadGntref
+        );
+        assert_eq!(denied.slots.lock().unwrap().len(), 1);
     }
 
     #[test]
