@@ -195,13 +195,25 @@ fn attach(
         }
     };
     let _ = write!(log, "{reply}");
-    let assigned = parse_reply(&reply)?;
-    let xs = XsClient::connect(domain_socket(&xenstore_dir(&opts.dir), opts.domid))?;
-    let fopts = FrontOptions {
-        queues: opts.queues,
-        ..FrontOptions::default()
+    // From here on the driver domain holds a domain for us: undo it on failure, so
+    // that a retry (or another guest with this id) can create it again.
+    let connected = (|| {
+        let assigned = parse_reply(&reply)?;
+        let xs = XsClient::connect(domain_socket(&xenstore_dir(&opts.dir), opts.domid))?;
+        let fopts = FrontOptions {
+            queues: opts.queues,
+            ..FrontOptions::default()
+        };
+        let (front, link) = fe::connect(&xs, domain, events, &fopts)?;
+        Ok::<_, GuestError>((assigned, front, link))
+    })();
+    let (assigned, front, link) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = control::request(&opts.dir, &["destroy", &opts.domid.to_string()]);
+            return Err(e);
+        }
     };
-    let (front, link) = fe::connect(&xs, domain, events, &fopts)?;
     let mac = front.mac();
     let ip = opts.ip.unwrap_or(assigned.ip);
     let gateway = opts.gateway.or(assigned.gateway);
