@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps, ShmError};
-use xennet_platform::xenstore::{XenbusState, XsClient, XsError};
+use xennet_platform::xenstore::xenbus::{
+    read_flag, read_num, read_opt_num, read_state, write_state,
+};
+use xennet_platform::xenstore::{NodeError, XenbusState, XsClient, XsError};
 use xennet_ring::{DomId, GrantRef, Port};
 
 use crate::vif::{NetbackQueue, QueueSetup, Vif, VifError};
@@ -27,19 +30,9 @@ pub const MAX_QUEUES: usize = 8;
 /// Why a step of the handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum XenbusError {
-    /// XenStore failed.
+    /// A node could not be read or held something unusable.
     #[error(transparent)]
-    Xs(#[from] XsError),
-    /// A node held something unusable.
-    #[error("{path}: {why} (value {value:?})")]
-    BadNode {
-        /// The node.
-        path: String,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        why: &'static str,
-    },
+    Node(#[from] NodeError),
     /// The frontend lacks something required.
     #[error("refused: {0}")]
     Refused(String),
@@ -51,36 +44,14 @@ pub enum XenbusError {
     Shm(#[from] ShmError),
 }
 
+impl From<XsError> for XenbusError {
+    fn from(e: XsError) -> Self {
+        XenbusError::Node(NodeError::Xs(e))
+    }
+}
+
 fn bad(path: &str, value: &str, why: &'static str) -> XenbusError {
-    XenbusError::BadNode {
-        path: path.to_owned(),
-        value: value.to_owned(),
-        why,
-    }
-}
-
-fn read_num<T: std::str::FromStr>(xs: &XsClient, path: &str) -> Result<T, XenbusError> {
-    let v = xs.read_string(path)?;
-    v.trim().parse().map_err(|_| bad(path, &v, "not a number"))
-}
-
-fn read_flag(xs: &XsClient, path: &str) -> Result<bool, XenbusError> {
-    match xs.try_read_string(path)? {
-        None => Ok(false),
-        Some(v) => match v.trim() {
-            "0" | "" => Ok(false),
-            "1" => Ok(true),
-            _ => Err(bad(path, &v, "expected 0 or 1")),
-        },
-    }
-}
-
-/// Reads a `state` node; a missing node is `Unknown`.
-pub fn read_state(xs: &XsClient, path: &str) -> Result<XenbusState, XenbusError> {
-    match xs.try_read_string(path)? {
-        None => Ok(XenbusState::Unknown),
-        Some(v) => XenbusState::parse(&v).ok_or_else(|| bad(path, &v, "not a xenbus state")),
-    }
+    XenbusError::Node(NodeError::bad(path, value, why))
 }
 
 /// One device as the backend sees it.
@@ -179,7 +150,7 @@ pub fn probe(xs: &XsClient, path: &str, max_queues: usize) -> Result<BackendDevi
         put("feature-multicast-control", "0")?;
         put("multi-queue-max-queues", &max_queues.to_string())?;
         put("hotplug-status", "connected")?;
-        put("state", &XenbusState::InitWait.as_str())
+        put("state", &XenbusState::InitWait.as_u8().to_string())
     })?;
     Ok(dev)
 }
@@ -187,17 +158,17 @@ pub fn probe(xs: &XsClient, path: &str, max_queues: usize) -> Result<BackendDevi
 impl BackendDevice {
     /// The frontend's `state`.
     pub fn frontend_state(&self, xs: &XsClient) -> Result<XenbusState, XenbusError> {
-        read_state(xs, &format!("{}/state", self.frontend))
+        Ok(read_state(xs, &format!("{}/state", self.frontend))?)
     }
 
     /// Our `state`.
     pub fn state(&self, xs: &XsClient) -> Result<XenbusState, XenbusError> {
-        read_state(xs, &format!("{}/state", self.path))
+        Ok(read_state(xs, &format!("{}/state", self.path))?)
     }
 
     /// Writes our `state`.
     pub fn set_state(&self, xs: &XsClient, s: XenbusState) -> Result<(), XenbusError> {
-        Ok(xs.write(&format!("{}/state", self.path), s.as_str())?)
+        Ok(write_state(xs, &format!("{}/state", self.path), s)?)
     }
 
     /// Refuses the device: records why (in `error`, like `xenbus_dev_fatal`) and
@@ -217,18 +188,12 @@ impl BackendDevice {
             ));
         }
         let nq_path = format!("{fe}/multi-queue-num-queues");
-        let (n, per_queue) = match xs.try_read_string(&nq_path)? {
+        let (n, per_queue) = match read_opt_num::<usize>(xs, &nq_path)? {
             None => (1, false),
-            Some(v) => {
-                let n: usize = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(&nq_path, &v, "not a number"))?;
-                if n == 0 || n > self.max_queues {
-                    return Err(bad(&nq_path, &v, "more queues than offered"));
-                }
-                (n, true)
+            Some(n) if n == 0 || n > self.max_queues => {
+                return Err(bad(&nq_path, &n.to_string(), "more queues than offered"));
             }
+            Some(n) => (n, true),
         };
         let mut queues = Vec::with_capacity(n);
         for i in 0..n {
@@ -239,14 +204,8 @@ impl BackendDevice {
             };
             let tx_ring_ref = GrantRef(read_num(xs, &format!("{dir}/tx-ring-ref"))?);
             let rx_ring_ref = GrantRef(read_num(xs, &format!("{dir}/rx-ring-ref"))?);
-            let (tx_port, rx_port) = match xs.try_read_string(&format!("{dir}/event-channel"))? {
-                Some(v) => {
-                    let p: u32 = v
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad(&format!("{dir}/event-channel"), &v, "not a port"))?;
-                    (Port(p), Port(p))
-                }
+            let (tx_port, rx_port) = match read_opt_num(xs, &format!("{dir}/event-channel"))? {
+                Some(p) => (Port(p), Port(p)),
                 None => (
                     Port(read_num(xs, &format!("{dir}/event-channel-tx"))?),
                     Port(read_num(xs, &format!("{dir}/event-channel-rx"))?),

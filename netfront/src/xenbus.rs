@@ -21,8 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xennet_platform::shm::{Domain, EventChannels, EventPort, ShmError};
+use xennet_platform::xenstore::xenbus::{
+    read_flag, read_num, read_opt_num, read_state, write_state,
+};
 pub use xennet_platform::xenstore::XenbusState;
-use xennet_platform::xenstore::{XsClient, XsError};
+use xennet_platform::xenstore::{NodeError, XsClient, XsError};
 use xennet_ring::{DomId, Port};
 
 use crate::{Features, FrontConfig, FrontError, Netfront};
@@ -33,19 +36,9 @@ pub type ShmFront = Netfront<Domain, EventPort>;
 /// Why the handshake failed.
 #[derive(Debug, thiserror::Error)]
 pub enum XenbusError {
-    /// XenStore failed.
+    /// A node could not be read or held something unusable.
     #[error(transparent)]
-    Xs(#[from] XsError),
-    /// A node held something unusable.
-    #[error("{path}: {why} (value {value:?})")]
-    BadNode {
-        /// The node.
-        path: String,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        why: &'static str,
-    },
+    Node(#[from] NodeError),
     /// The other end does not offer something required.
     #[error("refused: {0}")]
     Refused(String),
@@ -104,30 +97,14 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+impl From<XsError> for XenbusError {
+    fn from(e: XsError) -> Self {
+        XenbusError::Node(NodeError::Xs(e))
+    }
+}
+
 fn bad(path: &str, value: &str, why: &'static str) -> XenbusError {
-    XenbusError::BadNode {
-        path: path.to_owned(),
-        value: value.to_owned(),
-        why,
-    }
-}
-
-fn read_flag(xs: &XsClient, path: &str) -> Result<bool, XenbusError> {
-    match xs.try_read_string(path)? {
-        None => Ok(false),
-        Some(v) => match v.trim() {
-            "0" | "" => Ok(false),
-            "1" => Ok(true),
-            _ => Err(bad(path, &v, "expected 0 or 1")),
-        },
-    }
-}
-
-fn read_state(xs: &XsClient, path: &str) -> Result<XenbusState, XenbusError> {
-    match xs.try_read_string(path)? {
-        None => Ok(XenbusState::Unknown),
-        Some(v) => XenbusState::parse(&v).ok_or_else(|| bad(path, &v, "not a xenbus state")),
-    }
+    XenbusError::Node(NodeError::bad(path, value, why))
 }
 
 /// The connected device's XenStore side: watches the backend and performs the
@@ -165,13 +142,7 @@ pub fn connect(
             "not an absolute path",
         ));
     }
-    let bid_path = format!("{dev}/backend-id");
-    let bid = xs.read_string(&bid_path)?;
-    let backend_id = DomId(
-        bid.trim()
-            .parse()
-            .map_err(|_| bad(&bid_path, &bid, "not a domain id"))?,
-    );
+    let backend_id = DomId(read_num(xs, &format!("{dev}/backend-id"))?);
     let mac_path = format!("{dev}/mac");
     let mac_s = xs.read_string(&mac_path)?;
     let mac = parse_mac(&mac_s).ok_or_else(|| bad(&mac_path, &mac_s, "not a MAC address"))?;
@@ -204,7 +175,7 @@ pub fn connect(
 
     // What the backend offers (read once each).
     if !read_flag(xs, &format!("{backend}/feature-rx-copy"))? {
-        xs.write(&format!("{dev}/state"), XenbusState::Closed.as_str())?;
+        write_state(xs, &format!("{dev}/state"), XenbusState::Closed)?;
         return Err(XenbusError::Refused(
             "backend does not offer feature-rx-copy".into(),
         ));
@@ -215,15 +186,8 @@ pub fn connect(
             && opts.features.sg
             && read_flag(xs, &format!("{backend}/feature-gso-tcpv4"))?,
     };
-    let mq_path = format!("{backend}/multi-queue-max-queues");
-    let max_queues = match xs.try_read_string(&mq_path)? {
-        None => 1,
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| bad(&mq_path, &v, "not a number"))?
-            .max(1),
-    };
+    let max_queues: usize = read_opt_num(xs, &format!("{backend}/multi-queue-max-queues"))?
+        .map_or(1, |n: usize| n.max(1));
     let queues = opts.queues.clamp(1, max_queues.min(16));
 
     let mut ports = Vec::with_capacity(queues);
@@ -285,19 +249,19 @@ pub fn connect(
             "feature-gso-tcpv4",
             u8::from(features.gso_tcpv4).to_string(),
         )?;
-        put("state", XenbusState::Initialised.as_str())
+        put("state", XenbusState::Initialised.as_u8().to_string())
     });
     let connected = publish
         .map_err(XenbusError::from)
         .and_then(|()| wait_for(&[XenbusState::Connected]));
     if let Err(e) = connected {
         link.release(front, false);
-        let _ = xs.write(&format!("{dev}/state"), XenbusState::Closed.as_str());
+        let _ = write_state(xs, &format!("{dev}/state"), XenbusState::Closed);
         return Err(e);
     }
     let mut front = front;
     front.connect(features);
-    xs.write(&format!("{dev}/state"), XenbusState::Connected.as_str())?;
+    write_state(xs, &format!("{dev}/state"), XenbusState::Connected)?;
     Ok((front, link))
 }
 
@@ -342,7 +306,7 @@ impl FrontLink {
     pub fn close(self, front: ShmFront) -> usize {
         let state = format!("{}/state", self.path);
         let be_state = format!("{}/state", self.backend);
-        let _ = self.xs.write(&state, XenbusState::Closing.as_str());
+        let _ = write_state(&self.xs, &state, XenbusState::Closing);
         let deadline = Instant::now() + self.timeout;
         loop {
             match read_state(&self.xs, &be_state) {
@@ -366,7 +330,7 @@ impl FrontLink {
         }
         let xs = self.xs.clone();
         let leaked = self.release(front, false);
-        let _ = xs.write(&state, XenbusState::Closed.as_str());
+        let _ = write_state(&xs, &state, XenbusState::Closed);
         leaked
     }
 
@@ -398,9 +362,9 @@ mod tests {
 
     #[test]
     fn states_and_macs_parse() {
-        assert_eq!(XenbusState::parse("4"), Some(XenbusState::Connected));
-        assert_eq!(XenbusState::parse("9"), None);
-        assert_eq!(XenbusState::InitWait.as_str(), "2");
+        assert_eq!(XenbusState::parse(b"4"), Some(XenbusState::Connected));
+        assert_eq!(XenbusState::parse(b"9"), None);
+        assert_eq!(XenbusState::InitWait.as_u8().to_string(), "2");
         assert_eq!(
             parse_mac("00:16:3e:0a:0b:0c"),
             Some([0, 0x16, 0x3e, 10, 11, 12])

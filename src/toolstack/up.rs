@@ -34,6 +34,7 @@ use xennet_netback::uplink::tap::TapDevice;
 use xennet_netback::wire::MacAddr;
 use xennet_netback::xenbus::{self as be, BackendDevice};
 use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
+use xennet_platform::xenstore::xenbus::{read_state, write_state};
 use xennet_platform::xenstore::{Access, Perm, XenbusState, Xenstored, XsClient};
 use xennet_ring::DomId;
 
@@ -596,7 +597,7 @@ impl Up {
         let key = (fe_id, devid);
         let xs = self.xs.clone();
         let Some(dev) = self.devs.remove(&key) else {
-            if let Ok(XenbusState::Initialising) = be::read_state(&xs, &format!("{path}/state")) {
+            if let Ok(XenbusState::Initialising) = read_state(&xs, &format!("{path}/state")) {
                 match be::probe(&xs, path, self.opts.max_queues) {
                     Ok(d) => {
                         self.devs.insert(key, Dev::Probed(d));
@@ -605,7 +606,7 @@ impl Up {
                     Err(e) => {
                         tracing::warn!("{path}: {e}");
                         let _ = xs.write(&format!("{path}/error"), e.to_string());
-                        let _ = xs.write(&format!("{path}/state"), XenbusState::Closing.as_str());
+                        let _ = write_state(&xs, &format!("{path}/state"), XenbusState::Closing);
                     }
                 }
             }

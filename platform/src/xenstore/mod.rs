@@ -17,4 +17,4 @@ pub use client::{default_socket, Transaction, WatchEvent, XsClient, XsError};
 pub use daemon::{apply, dom0_socket, domain_socket, DaemonStats, Limits, Xenstored};
 pub use store::{Access, Caller, Perm, Perms, Tree};
 pub use wire::Errno;
-pub use xenbus::XenbusState;
+pub use xenbus::{NodeError, XenbusState};

@@ -1,49 +1,87 @@
-//! The device states of `xen/io/xenbus.h`, shared by frontends and backends.
+//! Reading and writing the nodes of a split device's XenStore handshake, shared
+//! by the frontend and backend halves (`netfront::xenbus`, `netback::xenbus`).
+//! Each value is read once and parsed into a typed value; a bad one is an error
+//! naming the node, never a panic. The states themselves are
+//! [`xennet_ring::XenbusState`] (`xen/io/xenbus.h`).
 
-/// `enum xenbus_state`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum XenbusState {
-    /// 0: unknown (or the node is missing).
-    Unknown = 0,
-    /// 1.
-    Initialising = 1,
-    /// 2: backend ready for the frontend's details.
-    InitWait = 2,
-    /// 3: frontend details written.
-    Initialised = 3,
-    /// 4.
-    Connected = 4,
-    /// 5.
-    Closing = 5,
-    /// 6.
-    Closed = 6,
-    /// 7.
-    Reconfiguring = 7,
-    /// 8.
-    Reconfigured = 8,
+pub use xennet_ring::XenbusState;
+
+use super::{XsClient, XsError};
+
+/// A handshake node could not be read or held something unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// XenStore failed.
+    #[error(transparent)]
+    Xs(#[from] XsError),
+    /// A node held something unusable.
+    #[error("{path}: {why} (value {value:?})")]
+    Bad {
+        /// The node.
+        path: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        why: &'static str,
+    },
 }
 
-impl XenbusState {
-    /// Parses a `state` node's value; anything else is `None`.
-    pub fn parse(s: &str) -> Option<Self> {
-        use XenbusState::*;
-        Some(match s.trim() {
-            "0" => Unknown,
-            "1" => Initialising,
-            "2" => InitWait,
-            "3" => Initialised,
-            "4" => Connected,
-            "5" => Closing,
-            "6" => Closed,
-            "7" => Reconfiguring,
-            "8" => Reconfigured,
-            _ => return None,
-        })
+impl NodeError {
+    /// A bad value at `path`.
+    pub fn bad(path: &str, value: &str, why: &'static str) -> Self {
+        NodeError::Bad {
+            path: path.to_owned(),
+            value: value.to_owned(),
+            why,
+        }
     }
+}
 
-    /// The node's value.
-    pub fn as_str(self) -> String {
-        (self as u32).to_string()
+/// Reads a `state` node; a missing node is `Unknown`.
+pub fn read_state(xs: &XsClient, path: &str) -> Result<XenbusState, NodeError> {
+    match xs.try_read_string(path)? {
+        None => Ok(XenbusState::Unknown),
+        Some(v) => XenbusState::parse(v.as_bytes())
+            .ok_or_else(|| NodeError::bad(path, &v, "not a xenbus state")),
+    }
+}
+
+/// Writes a `state` node.
+pub fn write_state(xs: &XsClient, path: &str, state: XenbusState) -> Result<(), XsError> {
+    xs.write(path, state.as_u8().to_string())
+}
+
+/// Reads a feature flag: missing, empty or `0` is off, `1` is on.
+pub fn read_flag(xs: &XsClient, path: &str) -> Result<bool, NodeError> {
+    match xs.try_read_string(path)? {
+        None => Ok(false),
+        Some(v) => match v.trim() {
+            "0" | "" => Ok(false),
+            "1" => Ok(true),
+            _ => Err(NodeError::bad(path, &v, "expected 0 or 1")),
+        },
+    }
+}
+
+/// Reads a required decimal number.
+pub fn read_num<T: std::str::FromStr>(xs: &XsClient, path: &str) -> Result<T, NodeError> {
+    let v = xs.read_string(path)?;
+    v.trim()
+        .parse()
+        .map_err(|_| NodeError::bad(path, &v, "not a number"))
+}
+
+/// Reads an optional decimal number.
+pub fn read_opt_num<T: std::str::FromStr>(
+    xs: &XsClient,
+    path: &str,
+) -> Result<Option<T>, NodeError> {
+    match xs.try_read_string(path)? {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| NodeError::bad(path, &v, "not a number")),
     }
 }
