@@ -200,6 +200,33 @@ impl Dataplane {
         }
     }
 
+    /// Every connected vif's counters as a table (`xennet stats`, the demo).
+    pub fn counters_table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
+            "vif", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "kicks in", "kicks out"
+        );
+        for v in &self.vifs {
+            let c = v.vif.counters();
+            let _ = writeln!(
+                t,
+                "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
+                v.vif.name(),
+                c.tx_packets,
+                c.tx_bytes,
+                c.rx_packets,
+                c.rx_bytes,
+                c.tx_errors + c.rx_dropped(),
+                c.notify_received,
+                c.notify_sent
+            );
+        }
+        t
+    }
+
     /// Run until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {

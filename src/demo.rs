@@ -261,26 +261,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         );
     }
     let _ = writeln!(t, "vif counters:");
-    let _ = writeln!(
-        t,
-        "{:<8} {:>8} {:>10} {:>8} {:>10} {:>7} {:>9} {:>9}",
-        "vif", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "kicks in", "kicks out"
-    );
-    for v in &plane.vifs {
-        let c = v.vif.counters();
-        let _ = writeln!(
-            t,
-            "{:<8} {:>8} {:>10} {:>8} {:>10} {:>7} {:>9} {:>9}",
-            v.vif.name(),
-            c.tx_packets,
-            c.tx_bytes,
-            c.rx_packets,
-            c.rx_bytes,
-            c.tx_errors + c.rx_dropped(),
-            c.notify_received,
-            c.notify_sent
-        );
-    }
+    t.push_str(&plane.counters_table());
     let fc = first.0.device_mut().counters();
     let _ = writeln!(
         t,

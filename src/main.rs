@@ -77,12 +77,7 @@ struct DemoArgs {
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
-    use xennet::netback::switch::Mode;
-    let mode = match args.mode.as_str() {
-        "route" => Mode::Route,
-        "nat" => Mode::Nat,
-        _ => Mode::Bridge,
-    };
+    let mode = parse_mode(&args.mode);
     let uplink = match args.uplink.parse() {
         Ok(u) => u,
         Err(e) => {
@@ -90,18 +85,10 @@ fn demo(args: DemoArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut captures = Vec::new();
-    for c in &args.capture {
-        match c.split_once('=') {
-            Some((port, file)) if !port.is_empty() && !file.is_empty() => {
-                captures.push((port.to_string(), PathBuf::from(file)))
-            }
-            _ => {
-                eprintln!("xennet demo: --capture {c:?}: expected PORT=FILE");
-                return ExitCode::from(2);
-            }
-        }
-    }
+    let captures = match parse_captures("demo", &args.capture) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let opts = xennet::demo::DemoOptions {
         mode,
         proxy_arp: !args.no_proxy_arp,

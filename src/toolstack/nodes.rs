@@ -2,32 +2,8 @@
 //! device directory (owned by the guest, readable by the backend) and the backend's
 //! (owned by the driver domain, readable by the guest).
 
-use std::fmt::Write as _;
-
-/// XenStore access of one domain to a node (`n`, `r`, `w`, `b`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// No access.
-    None,
-    /// Read.
-    Read,
-    /// Write.
-    Write,
-    /// Read and write.
-    Both,
-}
-
-impl Access {
-    /// The letter used by xenstore-chmod and GET_PERMS.
-    pub fn letter(self) -> char {
-        match self {
-            Access::None => 'n',
-            Access::Read => 'r',
-            Access::Write => 'w',
-            Access::Both => 'b',
-        }
-    }
-}
+pub use xennet_platform::xenstore::Access;
+use xennet_platform::xenstore::Perm;
 
 /// A node's permissions: the owner with the default for everyone else, then grants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,13 +17,20 @@ pub struct Perms {
 }
 
 impl Perms {
+    /// The list SET_PERMS takes: owner (with everyone else's access) first.
+    pub fn to_perms(&self) -> Vec<Perm> {
+        let mut v = vec![Perm::new(self.owner, self.others)];
+        v.extend(self.acl.iter().map(|&(d, a)| Perm::new(d, a)));
+        v
+    }
+
     /// Xen's textual form, e.g. `n1 r0` (as xenstore-chmod takes it).
     pub fn to_xs_string(&self) -> String {
-        let mut s = format!("{}{}", self.others.letter(), self.owner);
-        for (dom, a) in &self.acl {
-            let _ = write!(s, " {}{}", a.letter(), dom);
-        }
-        s
+        self.to_perms()
+            .iter()
+            .map(Perm::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 

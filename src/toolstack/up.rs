@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use smoltcp::time::Instant as SmolInstant;
@@ -31,15 +31,15 @@ use xennet_netback::switch::route::RouterConfig;
 use xennet_netback::switch::{brctl, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind};
 use xennet_netback::uplink::host::{Host, HostConfig};
 use xennet_netback::uplink::tap::TapDevice;
-use xennet_netback::wire::MacAddr;
+use xennet_netback::wire::{MacAddr, MacFmt};
 use xennet_netback::xenbus::{self as be, BackendDevice};
 use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
 use xennet_platform::xenstore::xenbus::{read_state, write_state};
-use xennet_platform::xenstore::{Access, Perm, XenbusState, Xenstored, XsClient};
+use xennet_platform::xenstore::{XenbusState, Xenstored, XsClient};
 use xennet_ring::DomId;
 
 use super::control::{ControlServer, Reply};
-use super::nodes::{Access as NodeAccess, VifNodes};
+use super::nodes::VifNodes;
 use crate::dataplane::Dataplane;
 use crate::harness::Side;
 
@@ -444,7 +444,7 @@ impl Up {
             frontend_domid: domid,
             backend_domid: 0,
             devid,
-            mac: mac_colon(mac),
+            mac: MacFmt(mac).to_string(),
             bridge: (mode == Mode::Bridge).then(|| "xenbr0".to_string()),
             ip: (!spec.ips.is_empty() || mode != Mode::Bridge).then(|| {
                 ips.iter()
@@ -477,9 +477,7 @@ impl Up {
             for w in nodes.writes() {
                 self.xs.write(&w.path, &w.value).map_err(e)?;
                 if let Some(p) = w.perms {
-                    let mut perms = vec![Perm::new(p.owner, access(p.others))];
-                    perms.extend(p.acl.iter().map(|(d, a)| Perm::new(*d, access(*a))));
-                    self.xs.set_perms(&w.path, &perms).map_err(e)?;
+                    self.xs.set_perms(&w.path, &p.to_perms()).map_err(e)?;
                 }
             }
             Ok(())
@@ -502,7 +500,7 @@ impl Up {
         let (_, gw) = guest_addr(mode, domid);
         let mut out = format!(
             "domain {domid} created: {name} mac={} ip={}",
-            mac_colon(mac),
+            MacFmt(mac),
             ips.iter()
                 .map(|c| c.to_string())
                 .collect::<Vec<_>>()
@@ -712,7 +710,7 @@ impl Up {
             "Domain-0",
             0,
             "-",
-            mac_colon(DD_MAC),
+            MacFmt(DD_MAC).to_string(),
             DD_IP.to_string()
         );
         for (domid, g) in &self.guests {
@@ -740,7 +738,7 @@ impl Up {
                 format!("guest{domid}"),
                 domid,
                 g.name,
-                mac_colon(g.mac),
+                MacFmt(g.mac).to_string(),
                 ips,
                 be_s,
                 fe_s
@@ -759,28 +757,7 @@ impl Up {
                 .collect();
             return serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
         }
-        let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
-            "vif", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "kicks in", "kicks out"
-        );
-        for v in &self.plane.vifs {
-            let c = v.vif.counters();
-            let _ = writeln!(
-                t,
-                "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
-                v.vif.name(),
-                c.tx_packets,
-                c.tx_bytes,
-                c.rx_packets,
-                c.rx_bytes,
-                c.tx_errors + c.rx_dropped(),
-                c.notify_received,
-                c.notify_sent
-            );
-        }
-        t
+        self.plane.counters_table()
     }
 
     fn shutdown(&mut self) {
@@ -797,25 +774,4 @@ impl Up {
         let _ = self.plane.dd.captures_mut().flush();
         self.xsd.stop();
     }
-}
-
-fn access(a: NodeAccess) -> Access {
-    match a {
-        NodeAccess::None => Access::None,
-        NodeAccess::Read => Access::Read,
-        NodeAccess::Write => Access::Write,
-        NodeAccess::Both => Access::Both,
-    }
-}
-
-/// Keeps an `Arc` alive for callers that share the stop flag with a signal handler.
-pub type StopFlag = Arc<AtomicBool>;
-
-/// `00:16:3e:..`, the form XenStore's `mac` nodes and xl use.
-pub fn mac_colon(m: MacAddr) -> String {
-    let b = m.0;
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        b[0], b[1], b[2], b[3], b[4], b[5]
-    )
 }
