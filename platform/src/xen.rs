@@ -107,6 +107,18 @@ const _: () = assert!(core::mem::size_of::<GnttabMapGrantRef>() == 32);
 const _: () = assert!(core::mem::size_of::<GnttabUnmapGrantRef>() == 24);
 const _: () = assert!(core::mem::size_of::<GnttabCopy>() == 40);
 
+/// The outcome of a one-op grant table call: the hypercall's return, then the
+/// op's own `GNTST_*` status.
+fn op_status(rc: i64, status: i16) -> Result<(), GrantStatus> {
+    if rc < 0 {
+        return Err(GrantStatus::GeneralError);
+    }
+    match GrantStatus::from_raw(status) {
+        GrantStatus::Okay => Ok(()),
+        e => Err(e),
+    }
+}
+
 /// Event channels through `HYPERVISOR_event_channel_op`.
 #[derive(Clone, Debug, Default)]
 pub struct XenEvents<H> {
@@ -250,13 +262,7 @@ impl<H: Hypercall> XenGrants<H> {
                 1,
             )
         };
-        if rc < 0 {
-            return Err(GrantStatus::GeneralError);
-        }
-        match GrantStatus::from_raw(op.status) {
-            GrantStatus::Okay => Ok(op.handle),
-            e => Err(e),
-        }
+        op_status(rc, op.status).map(|()| op.handle)
     }
 
     /// Unmaps what [`XenGrants::map_at`] mapped.
@@ -275,13 +281,7 @@ impl<H: Hypercall> XenGrants<H> {
                 1,
             )
         };
-        if rc < 0 {
-            return Err(GrantStatus::GeneralError);
-        }
-        match GrantStatus::from_raw(op.status) {
-            GrantStatus::Okay => Ok(()),
-            e => Err(e),
-        }
+        op_status(rc, op.status)
     }
 }
 

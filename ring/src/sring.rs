@@ -144,10 +144,10 @@ impl<Req: Entry, Rsp: Entry> SharedRing<Req, Rsp> {
     }
 
     fn read<T: Entry>(&self, slot: u32) -> T {
-        // SAFETY: slot_ptr is in bounds for `entry_size >= size_of::<T>()` bytes and
-        // aligned for T (base 8-aligned, header 64, stride a multiple of T's alignment);
-        // T is FromBytes, so any bytes the peer wrote form a valid T; volatile because the
-        // peer may write concurrently, and the copy is taken exactly once.
+        // The slot is in bounds for `entry_size >= size_of::<T>()` bytes and aligned
+        // for T (base 8-aligned, header 64, stride a multiple of T's alignment).
+        // Volatile because the peer may write concurrently; the copy is taken once.
+        // SAFETY: in bounds and aligned (above); T is FromBytes, so any bytes form a T.
         unsafe { core::ptr::read_volatile(self.slot_ptr(slot) as *const T) }
     }
 

@@ -207,11 +207,7 @@ impl XsClient {
 
     /// Reads a value if the node exists.
     pub fn try_read_string(&self, path: &str) -> Result<Option<String>, XsError> {
-        match self.read_string(path) {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        optional(self.read_string(path))
     }
 
     /// Writes a value, creating the node and missing ancestors.
@@ -359,6 +355,15 @@ fn set_perms_op(c: &XsClient, tx: u32, path: &str, perms: &[Perm]) -> Result<(),
     c.request(MsgType::SetPerms, tx, &p).map(drop)
 }
 
+/// A missing node (ENOENT) as `None`.
+fn optional(r: Result<String, XsError>) -> Result<Option<String>, XsError> {
+    match r {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn into_string(mut v: Vec<u8>) -> Result<String, XsError> {
     if v.last() == Some(&0) {
         v.pop();
@@ -400,11 +405,7 @@ impl Transaction<'_> {
     }
     /// Like [`XsClient::try_read_string`], inside the transaction.
     pub fn try_read_string(&self, path: &str) -> Result<Option<String>, XsError> {
-        match self.read_string(path) {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        optional(self.read_string(path))
     }
     /// Like [`XsClient::write`], inside the transaction.
     pub fn write(&self, path: &str, value: impl AsRef<[u8]>) -> Result<(), XsError> {
