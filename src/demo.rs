@@ -281,42 +281,15 @@ pub fn run_processes(
     exe: &std::path::Path,
 ) -> Result<(String, bool), DemoError> {
     use std::process::{Command, Stdio};
-    use std::time::Instant as Now;
 
+    use crate::toolstack::procs::Instance;
     use crate::toolstack::{control, up};
-    use xennet_platform::xenstore::XsClient;
-
-    struct Children(Vec<std::process::Child>, PathBuf);
-    impl Drop for Children {
-        fn drop(&mut self) {
-            for c in &mut self.0 {
-                // SIGTERM first so each tears down; then make sure.
-                // SAFETY: kill(2) on a pid we spawned and have not yet reaped.
-                unsafe {
-                    libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-                }
-            }
-            let deadline = Now::now() + Duration::from_secs(5);
-            for c in &mut self.0 {
-                while Now::now() < deadline {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(20));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            let _ = std::fs::remove_dir_all(&self.1);
-        }
-    }
 
     let guests = opts.guests.clamp(1, 8);
     let mode = opts.mode;
     let dir = xennet_platform::shm::RuntimeDir::default_path()
         .join(format!("demo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut kids = Children(Vec::new(), dir.clone());
+    let mut inst = Instance::new(exe, dir.clone());
     let mut t = String::new();
     let progress = |s: &str| eprintln!("[demo] {s}");
     let _ = writeln!(
@@ -332,63 +305,34 @@ pub fn run_processes(
     let _ = writeln!(t, "instance directory {}", dir.display());
 
     progress("starting the driver domain (xennet up)");
-    let mut cmd = Command::new(exe);
-    cmd.arg("up")
-        .arg("--dir")
-        .arg(&dir)
-        .arg("--mode")
-        .arg(up::mode_name(mode));
+    let mut args: Vec<String> = vec!["--mode".into(), up::mode_name(mode).into()];
     if !opts.proxy_arp {
-        cmd.arg("--no-proxy-arp");
+        args.push("--no-proxy-arp".into());
     }
-    cmd.arg("--uplink").arg(match &opts.uplink {
+    args.push("--uplink".into());
+    args.push(match &opts.uplink {
         UplinkSpec::Sim => "sim".to_string(),
         UplinkSpec::Tap(n) => format!("tap:{n}"),
         UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
     });
     for (port, file) in &opts.captures {
         let file = std::path::absolute(file).unwrap_or_else(|_| file.clone());
-        cmd.arg("--capture")
-            .arg(format!("{port}={}", file.display()));
+        args.push("--capture".into());
+        args.push(format!("{port}={}", file.display()));
         let _ = writeln!(t, "capturing {port} to {}", file.display());
     }
-    kids.0.push(cmd.stdout(Stdio::null()).spawn().map_err(sw)?);
-    let deadline = Now::now() + Duration::from_secs(15);
-    loop {
-        if control::request(&dir, &["info"]).is_ok() {
-            break;
-        }
-        if let Ok(Some(st)) = kids.0[0].try_wait() {
-            return Err(DemoError::Switch(format!("xennet up exited early ({st})")));
-        }
-        if Now::now() > deadline {
-            return Err(DemoError::Switch("driver domain did not start".into()));
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-
-    let xs = XsClient::connect(up::xenstore_dir(&dir).join("socket")).map_err(sw)?;
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    inst.start_driver(&refs).map_err(sw)?;
     for g in 2..=guests {
         progress(&format!(
             "starting guest {g} (serves ping, TCP echo and HTTP)"
         ));
-        let child = Command::new(exe)
-            .args(["guest", "--domid", &g.to_string(), "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(sw)?;
-        kids.0.push(child);
+        inst.spawn_guest(g).map_err(sw)?;
     }
     // Wait for every serving guest's vif to be Connected (the handshake ran).
-    let deadline = Now::now() + Duration::from_secs(15);
     for g in 2..=guests {
-        let node = format!("/local/domain/0/backend/vif/{g}/0/state");
-        while xs.try_read_string(&node).ok().flatten().as_deref() != Some("4") {
-            if Now::now() > deadline {
-                return Err(DemoError::Switch(format!("guest {g} did not connect")));
-            }
-            thread::sleep(Duration::from_millis(20));
+        if !inst.wait_connected(g, Duration::from_secs(15)) {
+            return Err(DemoError::Switch(format!("guest {g} did not connect")));
         }
     }
 
@@ -448,27 +392,8 @@ pub fn run_processes(
         let _ = writeln!(t, "$ xennet stats\n{s}");
     }
     progress("tearing down: guests close their devices, then the driver domain stops");
-    for c in kids.0.iter_mut().skip(1) {
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
-        }
-    }
-    for c in kids.0.iter_mut().skip(1) {
-        let deadline = Now::now() + Duration::from_secs(10);
-        while Now::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = control::request(&dir, &["down"]);
-    let deadline = Now::now() + Duration::from_secs(10);
-    while Now::now() < deadline {
-        if let Ok(Some(_)) = kids.0[0].try_wait() {
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    drop(kids);
+    inst.stop();
+
     let _ = writeln!(
         t,
         "{}",

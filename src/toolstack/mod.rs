@@ -4,5 +4,6 @@
 pub mod control;
 pub mod guest;
 pub mod nodes;
+pub mod procs;
 pub mod soak;
 pub mod up;

@@ -4,11 +4,12 @@
 //! grows, a script's traffic fails, or a restarted guest does not come back.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{control, up};
+use super::control;
+use super::procs::Instance;
 
 /// Soak settings.
 #[derive(Clone, Debug)]
@@ -40,64 +41,14 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-struct Kids(Vec<Child>, PathBuf);
-
-impl Drop for Kids {
-    fn drop(&mut self) {
-        let _ = control::request(&self.1, &["down"]);
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn spawn(exe: &Path, dir: &Path, args: &[&str]) -> std::io::Result<Child> {
-    Command::new(exe)
-        .args(args)
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-}
-
-fn connected(dir: &Path, domid: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    let sock = up::xenstore_dir(dir).join("socket");
-    let node = format!("/local/domain/0/backend/vif/{domid}/0/state");
-    while Instant::now() < deadline {
-        let ok = xennet_platform::xenstore::XsClient::connect(&sock)
-            .ok()
-            .and_then(|xs| xs.try_read_string(&node).ok().flatten())
-            .is_some_and(|s| s == "4");
-        if ok {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// Runs the soak.
 pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
+    let mut inst = Instance::new(&opts.exe, opts.dir.clone());
     let dir = &opts.dir;
-    let _ = std::fs::remove_dir_all(dir);
-    let mut kids = Kids(Vec::new(), dir.clone());
-    kids.0
-        .push(spawn(&opts.exe, dir, &["up"]).map_err(|e| e.to_string())?);
-    let dd_pid = kids.0[0].id();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while control::request(dir, &["info"]).is_err() {
-        if Instant::now() > deadline {
-            return Err("driver domain did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    kids.0
-        .push(spawn(&opts.exe, dir, &["guest", "--domid", "2"]).map_err(|e| e.to_string())?);
-    if !connected(dir, 2, Duration::from_secs(15)) {
+    inst.start_driver(&[]).map_err(|e| e.to_string())?;
+    let dd_pid = inst.driver_pid().unwrap_or(0);
+    inst.spawn_guest(2).map_err(|e| e.to_string())?;
+    if !inst.wait_connected(2, Duration::from_secs(15)) {
         return Err("guest 2 did not connect".into());
     }
     let mut rep = SoakReport {
@@ -114,7 +65,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
     let (mut tx, mut rx, mut tcp_ok, mut restarts) = (0u64, 0u64, 0u64, 0u64);
     let mut rss: Vec<u64> = Vec::new();
     let mut cycle = 0u64;
-    let mut victim: Option<Child> = None;
+    let mut victim: Option<usize> = None;
     while start.elapsed() < opts.duration {
         cycle += 1;
         // A short-lived guest: created, drives ping and TCP, closes, destroyed.
@@ -154,15 +105,13 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
             let _ = writeln!(t, "cycle {cycle}: guest script failed:\n{text}");
         }
         // A guest killed with SIGKILL every other cycle, and started again.
-        if let Some(mut v) = victim.take() {
-            let _ = v.kill();
-            let _ = v.wait();
+        if let Some(v) = victim.take() {
+            inst.kill_guest(v);
             restarts += 1;
         }
         if cycle % 2 == 1 {
-            victim =
-                Some(spawn(&opts.exe, dir, &["guest", "--domid", "3"]).map_err(|e| e.to_string())?);
-            if !connected(dir, 3, Duration::from_secs(15)) {
+            victim = Some(inst.spawn_guest(3).map_err(|e| e.to_string())?);
+            if !inst.wait_connected(3, Duration::from_secs(15)) {
                 rep.ok = false;
                 let _ = writeln!(t, "cycle {cycle}: restarted guest 3 did not connect");
             }
@@ -181,9 +130,8 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
             restarts
         );
     }
-    if let Some(mut v) = victim.take() {
-        let _ = v.kill();
-        let _ = v.wait();
+    if let Some(v) = victim.take() {
+        inst.kill_guest(v);
     }
     if let Ok(s) = control::request(dir, &["stats"]) {
         let _ = writeln!(t, "\n$ xennet stats (long-lived guest 2)\n{s}");
