@@ -155,6 +155,15 @@ struct BenchArgs {
     /// Write SVG charts into DIR.
     #[arg(long, value_name = "DIR")]
     plot: Option<PathBuf>,
+    /// Frame sizes to sweep (comma-separated bytes; default: the sweep's own).
+    #[arg(long, value_delimiter = ',', value_name = "BYTES")]
+    sizes: Vec<usize>,
+    /// Batch sizes to sweep (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    batches: Vec<usize>,
+    /// Measure only these paths (comma-separated: tx, rx, bridge, socketpair, veth).
+    #[arg(long, value_delimiter = ',', value_name = "PATHS")]
+    paths: Vec<String>,
 }
 
 #[derive(Args)]
@@ -170,16 +179,50 @@ struct WorkerArgs {
     header: usize,
     #[arg(long)]
     ifname: Option<String>,
+    /// Instance directory (xennet paths).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The guest domain this worker plays (xennet paths).
+    #[arg(long)]
+    domid: Option<u16>,
+    /// CPU to pin to (xennet paths).
+    #[arg(long, default_value_t = 0)]
+    cpu: usize,
 }
 
 fn bench(args: BenchArgs) -> ExitCode {
     use xennet::bench;
-    let sweep = if args.quick {
+    let mut sweep = if args.quick {
         bench::Sweep::quick()
     } else {
         bench::Sweep::full()
     };
-    let (paths, skipped) = bench::peer_paths();
+    if !args.sizes.is_empty() {
+        sweep.sizes = args.sizes.clone();
+    }
+    if !args.batches.is_empty() {
+        sweep.batches = args.batches.clone();
+    }
+    if let Some(bad) = sweep.sizes.iter().find(|&&s| !(60..=65535).contains(&s)) {
+        eprintln!("bench: --sizes {bad}: frames are 60..=65535 bytes");
+        return ExitCode::FAILURE;
+    }
+    if let Some(bad) = sweep.batches.iter().find(|&&b| !(1..=256).contains(&b)) {
+        eprintln!("bench: --batches {bad}: batches are 1..=256 frames");
+        return ExitCode::FAILURE;
+    }
+    let (peers, skipped) = bench::peer_paths();
+    let mut paths = bench::xennet_paths();
+    paths.extend(peers);
+    for p in &args.paths {
+        if !paths.iter().any(|x| x.name == p) && !matches!(p.as_str(), "veth") {
+            eprintln!("bench: unknown path {p} (tx, rx, bridge, socketpair, veth)");
+            return ExitCode::FAILURE;
+        }
+    }
+    if !args.paths.is_empty() {
+        paths.retain(|x| args.paths.iter().any(|p| p == x.name));
+    }
     for why in &skipped {
         println!("{why}");
     }
@@ -267,7 +310,12 @@ fn main() -> ExitCode {
                 packets: w.packets,
                 header: w.header,
             };
-            match xennet::bench::worker(&w.role, &case, w.ifname.as_deref()) {
+            let env = xennet::bench::xennet::WorkerEnv {
+                dir: w.dir.clone().unwrap_or_default(),
+                domid: w.domid,
+                cpu: w.cpu,
+            };
+            match xennet::bench::worker(&w.role, &case, w.ifname.as_deref(), &env) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("bench-worker {}: {e}", w.role);

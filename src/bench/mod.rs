@@ -9,6 +9,7 @@
 pub mod peers;
 pub mod report;
 pub mod sys;
+pub mod xennet;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,10 @@ pub struct WorkerReport {
     pub notifications: u64,
     /// Frames this worker counted as dropped.
     pub drops: u64,
+    /// Frames received within `wall_ns` (after the first batch, which starts the
+    /// clock); 0 means `packets - 1`.
+    #[serde(default)]
+    pub timed: u64,
 }
 
 /// One row of the study: a path at a case, as printed and written to `--json`.
@@ -103,11 +108,12 @@ impl Sample {
         drops: u64,
     ) -> Sample {
         let secs = rx.wall_ns.max(1) as f64 / 1e9;
-        let pps = if rx.packets > 1 {
-            (rx.packets - 1) as f64 / secs
+        let timed = if rx.timed > 0 {
+            rx.timed
         } else {
-            0.0
+            rx.packets.saturating_sub(1)
         };
+        let pps = timed as f64 / secs;
         let n = rx.packets.max(1) as f64;
         Sample {
             path: path.to_string(),
@@ -200,6 +206,21 @@ pub fn peer_paths() -> (Vec<Path>, Vec<String>) {
     (paths, skipped)
 }
 
+/// xennet's own paths: guest transmit, guest receive, guest -> bridge -> guest.
+pub fn xennet_paths() -> Vec<Path> {
+    let p = |name, run| Path {
+        name,
+        header: xennet::HEADER,
+        max_frame: xennet_ring::netif::XEN_NETIF_MAX_TX_SIZE,
+        run,
+    };
+    vec![
+        p("tx", xennet::tx as fn(&Case) -> std::io::Result<Sample>),
+        p("rx", xennet::rx),
+        p("bridge", xennet::bridge),
+    ]
+}
+
 /// Run every path over the sweep; a failing case is reported and the study goes on.
 pub fn run(paths: &[Path], opts: &Options) -> (Vec<Sample>, Vec<String>) {
     let mut samples = Vec::new();
@@ -233,7 +254,15 @@ pub fn run(paths: &[Path], opts: &Options) -> (Vec<Sample>, Vec<String>) {
 
 /// Entry point of the hidden `bench-worker` subcommand: run one side of one case and
 /// print its report as a JSON line.
-pub fn worker(role: &str, case: &Case, ifname: Option<&str>) -> std::io::Result<()> {
+pub fn worker(
+    role: &str,
+    case: &Case,
+    ifname: Option<&str>,
+    env: &xennet::WorkerEnv,
+) -> std::io::Result<()> {
+    if let Some(r) = xennet::worker(role, case, env) {
+        return r;
+    }
     let report = match (role, ifname) {
         ("socketpair-send", _) => peers::socketpair_send(case)?,
         ("socketpair-recv", _) => peers::socketpair_recv(case)?,

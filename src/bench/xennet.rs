@@ -1,0 +1,770 @@
+//! The xennet paths of the study. Each is a set of processes connected by the XenStore
+//! handshake exactly as `xennet up` and `xennet guest` connect them:
+//! - `tx`: a guest's netfront transmits; the driver domain's netback takes every frame;
+//! - `rx`: the driver domain's netback sends; the guest's netfront receives;
+//! - `bridge`: guest 1 -> netback -> bridge `xenbr0` -> netback -> guest 2.
+//!
+//! The coordinator (the `xennet bench` process) runs the XenStore daemon and writes the
+//! devices as the toolstack does; each domain is a `bench-worker` process. A worker
+//! prints its report as one JSON line once its part is done, then waits for its stdin to
+//! close, so no domain tears down while another still measures.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xennet_netback::switch::{Mode, PortConfig, PortKind};
+use xennet_netback::xenbus as be;
+use xennet_netfront::xenbus as fe;
+use xennet_platform::shm::{Domain, EventChannels, PeerDomain, RuntimeDir};
+use xennet_platform::xenstore::{dom0_socket, domain_socket, XenbusState, Xenstored, XsClient};
+use xennet_ring::DomId;
+
+use super::peers::{check_frame, fill_frame};
+use super::{sys, Case, Sample, WorkerReport};
+use crate::dataplane::Dataplane;
+use crate::harness::{Back, Front, Side};
+use crate::toolstack::nodes::VifNodes;
+use crate::toolstack::up::{driver_domain, guest_mac, xenstore_dir, DD_MAC};
+use xennet_netback::config::UplinkSpec;
+use xennet_netback::wire::{MacAddr, MacFmt};
+
+/// The sending guest (and the only guest of `tx` and `rx`).
+const GUEST_A: u16 = 1;
+/// The receiving guest of `bridge`.
+const GUEST_B: u16 = 2;
+/// Bytes of Ethernet header in front of the checked payload.
+pub const HEADER: usize = 14;
+/// An ethertype for local experiments (IEEE 802): no stack in the path answers it.
+const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+/// How long a worker keeps polling before it sleeps on its event channel. A blocking
+/// wake across processes costs tens of microseconds here (design.md section 8); a
+/// peer that is producing shows up well within this.
+const SPIN: Duration = Duration::from_micros(50);
+/// A worker that sees nothing at all for this long reports what it has.
+const IDLE: Duration = Duration::from_secs(5);
+/// Once frames flowed, this long without any means the sender is done (frames the
+/// path dropped never come); the receiver reports.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// `tx`: guest transmit into the driver domain.
+pub fn tx(case: &Case) -> io::Result<Sample> {
+    let inst = Instance::new("tx", &[GUEST_A])?;
+    let mut back = inst.spawn("xennet-back-tx", None, case, 0)?;
+    let mut send = inst.spawn("xennet-front-send", Some(GUEST_A), case, 1)?;
+    let s = send.report();
+    let r = back.report();
+    let (s, r) = (s?, r?);
+    Ok(Sample::from_reports("tx", case, &s, &r, s.drops + r.drops))
+}
+
+/// `rx`: the driver domain sends to a guest.
+pub fn rx(case: &Case) -> io::Result<Sample> {
+    let inst = Instance::new("rx", &[GUEST_A])?;
+    let mut back = inst.spawn("xennet-back-rx", None, case, 0)?;
+    let mut recv = inst.spawn("xennet-front-recv", Some(GUEST_A), case, 1)?;
+    let s = back.report();
+    let r = recv.report();
+    let (s, r) = (s?, r?);
+    Ok(Sample::from_reports("rx", case, &s, &r, s.drops + r.drops))
+}
+
+/// `bridge`: guest 1 -> bridge -> guest 2, the driver domain forwarding.
+pub fn bridge(case: &Case) -> io::Result<Sample> {
+    let inst = Instance::new("bridge", &[GUEST_A, GUEST_B])?;
+    let mut back = inst.spawn("xennet-back-bridge", None, case, 0)?;
+    let mut recv = inst.spawn("xennet-front-recv", Some(GUEST_B), case, 1)?;
+    let mut send = inst.spawn("xennet-front-send", Some(GUEST_A), case, 1)?;
+    let s = send.report();
+    let r = recv.report();
+    let b = back.report();
+    let (s, r, b) = (s?, r?, b?);
+    // The driver domain's CPU and kicks count with the sender's.
+    let sender = WorkerReport {
+        cpu_ns: s.cpu_ns + b.cpu_ns,
+        notifications: s.notifications + b.notifications,
+        drops: s.drops + b.drops,
+        ..s
+    };
+    let drops = sender.drops + r.drops;
+    Ok(Sample::from_reports("bridge", case, &sender, &r, drops))
+}
+
+/// A private XenStore daemon and runtime directory with the guests' vifs written, as
+/// `xennet up` + `xennet guest` would leave them before the drivers connect.
+struct Instance {
+    dir: PathBuf,
+    xsd: Option<Xenstored>,
+}
+
+impl Instance {
+    fn new(path: &str, guests: &[u16]) -> io::Result<Instance> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "xennet-bench-{}-{path}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut inst = Instance { dir, xsd: None };
+        let xsdir = xenstore_dir(&inst.dir);
+        let xsd = Xenstored::start(&xsdir)?;
+        let xs = XsClient::connect(dom0_socket(&xsdir)).map_err(io::Error::other)?;
+        for &g in guests {
+            xsd.introduce(g)
+                .map_err(|e| io::Error::other(format!("introduce {g}: {e}")))?;
+            let nodes = VifNodes {
+                frontend_domid: g,
+                backend_domid: 0,
+                devid: 0,
+                mac: MacFmt(MacAddr(guest_mac(g))).to_string(),
+                bridge: (path == "bridge").then(|| "xenbr0".to_string()),
+                ip: None,
+                script: "vif-bridge".into(),
+                rate: None,
+                vifname: None,
+                max_queues: 1,
+            };
+            for w in nodes.writes() {
+                xs.write(&w.path, &w.value).map_err(io::Error::other)?;
+                if let Some(p) = w.perms {
+                    xs.set_perms(&w.path, &p.to_perms())
+                        .map_err(io::Error::other)?;
+                }
+            }
+        }
+        inst.xsd = Some(xsd);
+        Ok(inst)
+    }
+
+    fn spawn(&self, role: &str, domid: Option<u16>, case: &Case, cpu: usize) -> io::Result<Worker> {
+        let exe = std::env::current_exe()?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("bench-worker")
+            .arg(role)
+            .args(case.worker_args())
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--cpu")
+            .arg(cpu.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(d) = domid {
+            cmd.arg("--domid").arg(d.to_string());
+        }
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take();
+        Ok(Worker { child, stdin })
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(x) = self.xsd.take() {
+            x.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A worker process: its report comes first, then it is told to exit.
+struct Worker {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Worker {
+    fn report(&mut self) -> io::Result<WorkerReport> {
+        let Some(out) = self.child.stdout.take() else {
+            return Err(io::Error::other("worker report already taken"));
+        };
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            if line.starts_with('{') {
+                return serde_json::from_str(&line)
+                    .map_err(|e| io::Error::other(format!("bad worker report: {e}")));
+            }
+        }
+        Err(io::Error::other("worker exited without a report"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing stdin tells the worker to exit; one that does not is killed.
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+/// What a `bench-worker` of a xennet path needs beyond the case.
+pub struct WorkerEnv {
+    /// The instance directory.
+    pub dir: PathBuf,
+    /// The guest this worker plays (front roles).
+    pub domid: Option<u16>,
+    /// The CPU to pin to.
+    pub cpu: usize,
+}
+
+/// Run one xennet role (it prints its report, then lingers); `None` if `role` is not one.
+pub fn worker(role: &str, case: &Case, env: &WorkerEnv) -> Option<io::Result<()>> {
+    let r = match role {
+        "xennet-back-tx" => back(case, env, BackRole::Sink),
+        "xennet-back-rx" => back(case, env, BackRole::Source),
+        "xennet-back-bridge" => back(case, env, BackRole::Bridge),
+        "xennet-front-send" => front(case, env, true),
+        "xennet-front-recv" => front(case, env, false),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// After the report: wait for the coordinator to close our stdin.
+pub fn linger() {
+    let mut sink = Vec::new();
+    let _ = io::stdin().read_to_end(&mut sink);
+}
+
+/// A frame of the study: Ethernet header, then [`fill_frame`]'s pattern.
+fn fill(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], seq: u64) {
+    buf[..6].copy_from_slice(&dst);
+    buf[6..12].copy_from_slice(&src);
+    buf[12..14].copy_from_slice(&ETHERTYPE);
+    fill_frame(&mut buf[HEADER..], seq);
+}
+
+/// Whether a received frame is one of the study's, intact.
+fn intact(case: &Case, f: &[u8]) -> bool {
+    f.len() == case.frame_bytes && f[12..14] == ETHERTYPE && check_frame(&f[HEADER..]).is_some()
+}
+
+fn err(what: &str) -> impl FnOnce(String) -> io::Error + '_ {
+    move |e| io::Error::other(format!("{what}: {e}"))
+}
+
+/// Waiting for a peer: poll for [`SPIN`], then arm the ring and sleep on the event
+/// channel; gives up after [`IDLE`] without any progress, or [`QUIET`] once there was.
+struct Waiter {
+    last_progress: Instant,
+    started: bool,
+    woken: Vec<xennet_ring::Port>,
+}
+
+impl Waiter {
+    fn new() -> Waiter {
+        Waiter {
+            last_progress: Instant::now(),
+            started: false,
+            woken: Vec::new(),
+        }
+    }
+
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+        self.started = true;
+    }
+
+    /// When the last progress was.
+    fn last(&self) -> Instant {
+        self.last_progress
+    }
+
+    fn limit(&self) -> Duration {
+        if self.started {
+            QUIET
+        } else {
+            IDLE
+        }
+    }
+
+    /// Poll `work` (which does the work and says whether anything moved) for a while;
+    /// if nothing moved, `arm` (true: work is waiting) and sleep on `events`.
+    fn idle<T>(
+        &mut self,
+        events: &EventChannels,
+        dev: &mut T,
+        mut work: impl FnMut(&mut T) -> io::Result<bool>,
+        arm: impl FnOnce(&mut T) -> io::Result<bool>,
+    ) -> io::Result<bool> {
+        let left = self.limit().saturating_sub(self.last_progress.elapsed());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let spin_until = Instant::now() + SPIN;
+        while Instant::now() < spin_until {
+            if work(dev)? {
+                self.progress();
+                return Ok(true);
+            }
+            std::hint::spin_loop();
+        }
+        if arm(dev)? {
+            return Ok(true);
+        }
+        let left = self.limit().saturating_sub(self.last_progress.elapsed());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        self.woken.clear();
+        events.wait_into(Some(left.min(Duration::from_millis(100))), &mut self.woken);
+        Ok(true)
+    }
+}
+
+/// The measured interval of a receiver: from the end of the first batch (which starts
+/// the clock) to the last frame.
+struct Meter {
+    start: Option<(Instant, u64, u64, u64)>,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter { start: None }
+    }
+
+    /// Note that `got` frames have arrived so far and `kicks` were sent.
+    fn saw(&mut self, got: u64, kicks: u64) {
+        if self.start.is_none() && got > 0 {
+            self.start = Some((Instant::now(), sys::cpu_time_ns(), kicks, got));
+        }
+    }
+
+    /// The report for `got` frames of which `bad` were damaged, the last at `last`.
+    fn report(&self, got: u64, bad: u64, last: Instant, kicks: u64, drops: u64) -> WorkerReport {
+        let (t0, cpu0, k0, got0) = self.start.unwrap_or((last, sys::cpu_time_ns(), kicks, got));
+        WorkerReport {
+            packets: got,
+            bad,
+            cpu_ns: sys::cpu_time_ns().saturating_sub(cpu0),
+            wall_ns: last.saturating_duration_since(t0).as_nanos() as u64,
+            notifications: kicks - k0,
+            drops,
+            timed: got - got0,
+        }
+    }
+}
+
+enum BackRole {
+    /// Take the guest's frames (`tx`).
+    Sink,
+    /// Send frames to the guest (`rx`).
+    Source,
+    /// Forward guest 1's frames to guest 2 through the bridge.
+    Bridge,
+}
+
+/// Connect the backend of every vif the coordinator wrote, as `xennet up` does.
+fn connect_backends(
+    rt: &RuntimeDir,
+    side: &Side,
+    xs: &XsClient,
+    guests: &[u16],
+) -> io::Result<Vec<(u16, Back, Vec<xennet_ring::Port>)>> {
+    let mut devs = Vec::new();
+    for &g in guests {
+        let path = format!("/local/domain/0/backend/vif/{g}/0");
+        devs.push(be::probe(xs, &path, 1).map_err(|e| err("probe")(e.to_string()))?);
+    }
+    let mut out = Vec::new();
+    for d in devs {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = d
+                .frontend_state(xs)
+                .map_err(|e| err("frontend state")(e.to_string()))?;
+            if matches!(s, XenbusState::Initialised | XenbusState::Connected) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "frontend {} did not initialise",
+                    d.frontend_id.0
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let params = d
+            .read_frontend(xs)
+            .map_err(|e| err("frontend nodes")(e.to_string()))?;
+        let peer = PeerDomain::open(rt, d.frontend_id).map_err(|e| err("peer")(e.to_string()))?;
+        side.ops.add_peer(peer);
+        let (vif, ports) = d
+            .connect(&params, &side.ops, &side.domain, &side.events)
+            .map_err(|e| err("connect")(e.to_string()))?;
+        d.set_state(xs, XenbusState::Connected)
+            .map_err(|e| err("state")(e.to_string()))?;
+        out.push((d.frontend_id.0, vif, ports));
+    }
+    Ok(out)
+}
+
+fn back(case: &Case, env: &WorkerEnv, role: BackRole) -> io::Result<()> {
+    sys::pin_to_cpu(env.cpu);
+    let rt = RuntimeDir::new(&env.dir).map_err(|e| err("runtime dir")(e.to_string()))?;
+    let domain =
+        Domain::create(&rt, DomId(0), 8192, 1024).map_err(|e| err("domain 0")(e.to_string()))?;
+    let side = Side::from_domain(domain, Some(rt.clone()));
+    let xs = XsClient::connect(dom0_socket(&xenstore_dir(&env.dir))).map_err(io::Error::other)?;
+    let report = match role {
+        BackRole::Sink => {
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A])?;
+            let (_, vif, _) = vifs.remove(0);
+            sink(case, &side, vif)?
+        }
+        BackRole::Source => {
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A])?;
+            let (_, vif, _) = vifs.remove(0);
+            source(case, &side, vif)?
+        }
+        BackRole::Bridge => {
+            let vifs = connect_backends(&rt, &side, &xs, &[GUEST_A, GUEST_B])?;
+            return forward(case, side, vifs);
+        }
+    };
+    print_report(&report);
+    linger();
+    Ok(())
+}
+
+/// `tx`: take frames until every one arrived (or the sender went quiet).
+fn sink(case: &Case, side: &Side, mut vif: Back) -> io::Result<WorkerReport> {
+    let mut got = 0u64;
+    let mut bad = 0u64;
+    let mut meter = Meter::new();
+    let mut w = Waiter::new();
+    let take = |vif: &mut Back, got: &mut u64, bad: &mut u64| -> io::Result<usize> {
+        vif.process_tx(256, Instant::now(), &mut |f| {
+            *got += 1;
+            if !intact(case, f) {
+                *bad += 1;
+            }
+        })
+        .map_err(|e| err("netback tx")(e.to_string()))
+    };
+    while got < case.packets {
+        if take(&mut vif, &mut got, &mut bad)? > 0 {
+            w.progress();
+        } else if !w.idle(
+            &side.events,
+            &mut vif,
+            |v| Ok(take(v, &mut got, &mut bad)? > 0),
+            |v| v.final_check().map_err(|e| err("netback")(e.to_string())),
+        )? {
+            break;
+        }
+        meter.saw(got, vif.counters().notify_sent);
+    }
+    let c = vif.counters();
+    Ok(meter.report(got, bad, w.last(), c.notify_sent, c.tx_errors))
+}
+
+/// `rx`: queue frames for the guest a batch at a time and copy them into its buffers.
+fn source(case: &Case, side: &Side, mut vif: Back) -> io::Result<WorkerReport> {
+    let dst = guest_mac(GUEST_A);
+    let src = DD_MAC.0;
+    let mut frame = vec![0u8; case.frame_bytes];
+    let cpu0 = sys::cpu_time_ns();
+    let t0 = Instant::now();
+    let mut w = Waiter::new();
+    let mut seq = 0u64;
+    let q = &mut vif.queues_mut()[0];
+    let backlog = (case.batch * 2).max(64);
+    let rx = |q: &mut xennet_netback::vif::NetbackQueue<_, _, _>| {
+        q.process_rx(Instant::now())
+            .map_err(|e| err("netback rx")(e.to_string()))
+    };
+    while seq < case.packets || q.rx_queued() > 0 {
+        if seq < case.packets && q.rx_queued() + case.batch <= backlog {
+            let n = (case.packets - seq).min(case.batch as u64);
+            let now = Instant::now();
+            for i in 0..n {
+                fill(&mut frame, dst, src, seq + i);
+                q.enqueue_rx(&frame, now);
+            }
+            seq += n;
+        }
+        if rx(q)? > 0 {
+            w.progress();
+            continue;
+        }
+        if q.rx_queued() + case.batch <= backlog && seq < case.packets {
+            continue;
+        }
+        let more = w.idle(
+            &side.events,
+            q,
+            |q| Ok(rx(q)? > 0),
+            |q| q.final_check().map_err(|e| err("netback")(e.to_string())),
+        )?;
+        if !more {
+            break;
+        }
+    }
+    let c = q.counters();
+    Ok(WorkerReport {
+        packets: seq,
+        bad: 0,
+        cpu_ns: sys::cpu_time_ns() - cpu0,
+        wall_ns: t0.elapsed().as_nanos() as u64,
+        notifications: c.notify_sent,
+        drops: c.rx_dropped(),
+        timed: 0,
+    })
+}
+
+/// `bridge`: run the driver domain's data plane until guest 2 was handed every frame.
+fn forward(
+    case: &Case,
+    side: Side,
+    vifs: Vec<(u16, Back, Vec<xennet_ring::Port>)>,
+) -> io::Result<()> {
+    let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim).map_err(io::Error::other)?;
+    let mut plane = Dataplane::new(side, dd);
+    for (domid, vif, ports) in vifs {
+        let cfg = PortConfig {
+            peer_mac: Some(MacAddr(guest_mac(domid))),
+            ..PortConfig::default()
+        };
+        let port = plane
+            .dd
+            .fabric_mut()
+            .add_port(
+                format!("vif{domid}.0"),
+                PortKind::Vif { domid, devid: 0 },
+                cfg,
+            )
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        plane.add_vif(port, vif, ports);
+    }
+    // (frames handed to guest 2, kicks sent, drops, frames taken from guest 1)
+    let delivered = |plane: &Dataplane| -> (u64, u64, u64, u64) {
+        let mut out = (0, 0, 0, 0);
+        for v in &plane.vifs {
+            let c = v.vif.counters();
+            match v.vif.name() {
+                n if n == format!("vif{GUEST_B}.0") => out.0 = c.rx_packets,
+                _ => out.3 = c.tx_packets,
+            }
+            out.1 += c.notify_sent;
+            out.2 += c.tx_errors + c.rx_dropped();
+        }
+        out
+    };
+    // Progress is guest 1's frames coming in and guest 2's going out.
+    let mut meter = Meter::new();
+    let mut w = Waiter::new();
+    let mut seen = (0, 0);
+    loop {
+        plane.run_once();
+        let (got, kicks, _, taken) = delivered(&plane);
+        meter.saw(got, kicks);
+        if (got, taken) != seen {
+            seen = (got, taken);
+            w.progress();
+        }
+        if got >= case.packets {
+            break;
+        }
+        let quiet = w.last().elapsed();
+        if quiet >= w.limit() {
+            break;
+        }
+        if quiet > SPIN {
+            plane.wait(Duration::from_millis(100));
+        }
+    }
+    let (got, kicks, drops, _) = delivered(&plane);
+    let report = meter.report(got, 0, w.last(), kicks, drops);
+    // Keep forwarding (stragglers, the guests' goodbyes) until told to exit.
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        linger();
+        s2.store(true, Ordering::Relaxed);
+    });
+    print_report(&report);
+    plane.run(&stop);
+    Ok(())
+}
+
+/// Print a report line for the coordinator.
+pub fn print_report(r: &WorkerReport) {
+    if let Ok(line) = serde_json::to_string(r) {
+        println!("{line}");
+    }
+}
+
+/// Connect a guest's netfront through XenStore.
+fn connect_front(
+    env: &WorkerEnv,
+    domid: u16,
+) -> io::Result<(Front, fe::FrontLink, Arc<EventChannels>)> {
+    let rt = RuntimeDir::new(&env.dir).map_err(|e| err("runtime dir")(e.to_string()))?;
+    let domain = Domain::create(&rt, DomId(domid), 2048, 2048)
+        .map_err(|e| err("guest domain")(e.to_string()))?;
+    let events = EventChannels::new(&domain, Some(rt));
+    let xs = XsClient::connect(domain_socket(&xenstore_dir(&env.dir), domid))
+        .map_err(io::Error::other)?;
+    let (front, link) = fe::connect(&xs, &domain, &events, &fe::FrontOptions::default())
+        .map_err(|e| err("netfront handshake")(e.to_string()))?;
+    Ok((front, link, events))
+}
+
+fn front(case: &Case, env: &WorkerEnv, send: bool) -> io::Result<()> {
+    sys::pin_to_cpu(env.cpu);
+    let domid = env.domid.unwrap_or(GUEST_A);
+    let (mut front, _link, events) = connect_front(env, domid)?;
+    let report = if send {
+        transmit(case, &events, &mut front)?
+    } else {
+        receive(case, &events, &mut front, domid)?
+    };
+    print_report(&report);
+    linger();
+    Ok(())
+}
+
+/// Send every frame in batches of `case.batch`; wait for every answer.
+fn transmit(case: &Case, events: &EventChannels, front: &mut Front) -> io::Result<WorkerReport> {
+    let src = front.mac();
+    let dst = guest_mac(GUEST_B);
+    let mut frames: Vec<Vec<u8>> = (0..case.batch)
+        .map(|_| vec![0u8; case.frame_bytes])
+        .collect();
+    let fail = |e: xennet_netfront::FrontError| err("netfront")(e.to_string());
+    let mut w = Waiter::new();
+    let c0 = front.counters();
+    let cpu0 = sys::cpu_time_ns();
+    let t0 = Instant::now();
+    let mut seq = 0u64;
+    let mut stalled = false;
+    'send: while seq < case.packets {
+        let n = (case.packets - seq).min(case.batch as u64) as usize;
+        for (i, f) in frames.iter_mut().take(n).enumerate() {
+            fill(f, dst, src, seq + i as u64);
+        }
+        let mut off = 0;
+        while off < n {
+            let (k, stop) = front.send_batch(frames[off..n].iter().map(Vec::as_slice));
+            off += k;
+            match stop {
+                None | Some(xennet_netfront::SendError::Busy) => {}
+                Some(e) => return Err(io::Error::other(format!("send: {e}"))),
+            }
+            if off < n {
+                // Ring or buffers full: take answers, waiting for them if need be.
+                if front.poll_tx().map_err(fail)? == 0 {
+                    let more = w.idle(
+                        events,
+                        front,
+                        |f| Ok(f.poll_tx().map_err(fail)? > 0),
+                        |f| f.final_check().map_err(fail),
+                    )?;
+                    if !more {
+                        stalled = true;
+                        seq += off as u64;
+                        break 'send;
+                    }
+                } else {
+                    w.progress();
+                }
+            }
+        }
+        seq += n as u64;
+        front.poll_tx().map_err(fail)?;
+    }
+    while !stalled && front.tx_in_flight() > 0 {
+        if front.poll_tx().map_err(fail)? > 0 {
+            w.progress();
+            continue;
+        }
+        let more = w.idle(
+            events,
+            front,
+            |f| Ok(f.poll_tx().map_err(fail)? > 0),
+            |f| f.final_check().map_err(fail),
+        )?;
+        if !more {
+            break;
+        }
+    }
+    let c = front.counters();
+    let report = WorkerReport {
+        packets: seq,
+        bad: 0,
+        cpu_ns: sys::cpu_time_ns() - cpu0,
+        wall_ns: t0.elapsed().as_nanos() as u64,
+        notifications: c.notify_sent - c0.notify_sent,
+        drops: (c.tx_errors + c.tx_dropped) - (c0.tx_errors + c0.tx_dropped),
+        timed: 0,
+    };
+    Ok(report)
+}
+
+/// Receive until every frame arrived (or the sender went quiet).
+fn receive(
+    case: &Case,
+    events: &EventChannels,
+    front: &mut Front,
+    domid: u16,
+) -> io::Result<WorkerReport> {
+    let fail = |e: xennet_netfront::FrontError| err("netfront")(e.to_string());
+    if domid == GUEST_B {
+        // Let the bridge learn where guest 2 is.
+        let mut hello = vec![0u8; 60];
+        fill(&mut hello, [0xff; 6], front.mac(), u64::MAX);
+        front
+            .send(&hello)
+            .map_err(|e| io::Error::other(format!("send: {e}")))?;
+    }
+    let mut got = 0u64;
+    let mut bad = 0u64;
+    let mut w = Waiter::new();
+    let mut meter = Meter::new();
+    let take = |front: &mut Front, got: &mut u64, bad: &mut u64| -> io::Result<usize> {
+        // Answers to our own sends (the hello) are reaped too, so that the final
+        // check before sleeping does not keep finding them.
+        front.poll_tx().map_err(fail)?;
+        front
+            .receive(256, |f, _| {
+                *got += 1;
+                if !intact(case, f) {
+                    *bad += 1;
+                }
+            })
+            .map_err(fail)
+    };
+    while got < case.packets {
+        if take(front, &mut got, &mut bad)? > 0 {
+            w.progress();
+        } else if !w.idle(
+            events,
+            front,
+            |f| Ok(take(f, &mut got, &mut bad)? > 0),
+            |f| f.final_check().map_err(fail),
+        )? {
+            break;
+        }
+        meter.saw(got, front.counters().notify_sent);
+    }
+    let c = front.counters();
+    let report = meter.report(got, bad, w.last(), c.notify_sent, c.rx_errors);
+    Ok(report)
+}
