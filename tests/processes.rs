@@ -493,3 +493,55 @@ fn multi_queue_vifs_negotiate_and_carry_traffic_across_processes() {
     );
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The round-trip matrix of tests/drivers_inprocess.rs, with the echo backend in a
+/// driver-domain process and the guest here, connected through XenStore.
+#[test]
+fn frames_of_every_size_round_trip_across_processes_with_and_without_sg() {
+    use xennet::bench::{xennet as bx, Case};
+    use xennet::netfront::xenbus::FrontOptions;
+    use xennet::netfront::Features;
+    for (sg, queues) in [(true, 1), (true, 4), (false, 1), (false, 4)] {
+        let mut inst = bx::Instance::with_queues("echo", &[1], 4).unwrap();
+        inst.use_exe(EXE);
+        let case = Case {
+            frame_bytes: 60,
+            batch: 1,
+            packets: 0,
+            header: 0,
+        };
+        let _back = inst.spawn("xennet-back-echo", None, &case, 0).unwrap();
+        let opts = FrontOptions {
+            queues,
+            features: Features {
+                sg,
+                gso_tcpv4: false,
+            },
+            ..FrontOptions::default()
+        };
+        let (mut front, _link, events) = bx::connect_guest(inst.dir(), 1, &opts).unwrap();
+        assert_eq!(front.num_queues(), queues);
+        let mut woken = Vec::new();
+        let r = xennet::harness::round_trip_matrix(&mut front, 8, Duration::from_secs(60), |f| {
+            if !f.final_check().unwrap_or(true) {
+                woken.clear();
+                events.wait_into(Some(Duration::from_millis(5)), &mut woken);
+            }
+        })
+        .unwrap_or_else(|e| panic!("sg={sg} queues={queues}: {e}"));
+        let (echoed, refused) = if sg { (32, 0) } else { (16, 16) };
+        assert_eq!(
+            (r.echoed, r.refused),
+            (echoed, refused),
+            "sg={sg} queues={queues}"
+        );
+        let c = front.counters();
+        assert_eq!(
+            (c.tx_errors, c.tx_dropped, c.rx_errors, c.fatal_errors),
+            (0, 0, 0, 0),
+            "sg={sg} queues={queues}: {c:?}"
+        );
+        assert_eq!(c.tx_packets, echoed);
+        assert_eq!(c.rx_packets, echoed);
+    }
+}

@@ -267,7 +267,11 @@ impl BackendDevice {
             Ok(())
         })();
         match result {
-            Ok(()) => Ok((Vif::new(self.frontend_id, self.devid, queues), bound)),
+            Ok(()) => {
+                let mut vif = Vif::new(self.frontend_id, self.devid, queues);
+                vif.set_rx_sg(params.sg);
+                Ok((vif, bound))
+            }
             Err(e) => {
                 for q in queues {
                     q.close();

@@ -94,15 +94,27 @@ pub fn bridge(case: &Case) -> io::Result<Sample> {
 }
 
 /// A private XenStore daemon and runtime directory with the guests' vifs written, as
-/// `xennet up` + `xennet guest` would leave them before the drivers connect.
-struct Instance {
+/// `xennet up` + `xennet guest` would leave them before the drivers connect. Removed
+/// (daemon stopped, files deleted) when dropped.
+pub struct Instance {
     dir: PathBuf,
     xsd: Option<Xenstored>,
+    exe: Option<PathBuf>,
 }
 
 impl Instance {
-    fn new(path: &str, guests: &[u16]) -> io::Result<Instance> {
+    /// An instance for `path` with one vif per guest, offering one queue.
+    pub fn new(path: &str, guests: &[u16]) -> io::Result<Instance> {
+        Instance::with_queues(path, guests, 1)
+    }
+
+    /// An instance whose vif nodes say `max_queues` (the toolstack's view; the echo
+    /// backend offers netback's maximum, the measured paths one queue).
+    pub fn with_queues(path: &str, guests: &[u16], max_queues: u32) -> io::Result<Instance> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
+        if SEQ.load(Ordering::Relaxed) == 0 {
+            remove_stale_instances();
+        }
         let dir = std::env::temp_dir().join(format!(
             "xennet-bench-{}-{path}-{}",
             std::process::id(),
@@ -110,7 +122,11 @@ impl Instance {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let mut inst = Instance { dir, xsd: None };
+        let mut inst = Instance {
+            dir,
+            xsd: None,
+            exe: None,
+        };
         let xsdir = xenstore_dir(&inst.dir);
         let xsd = Xenstored::start(&xsdir)?;
         let xs = XsClient::connect(dom0_socket(&xsdir)).map_err(io::Error::other)?;
@@ -127,7 +143,7 @@ impl Instance {
                 script: "vif-bridge".into(),
                 rate: None,
                 vifname: None,
-                max_queues: 1,
+                max_queues,
             };
             for w in nodes.writes() {
                 xs.write(&w.path, &w.value).map_err(io::Error::other)?;
@@ -141,8 +157,28 @@ impl Instance {
         Ok(inst)
     }
 
-    fn spawn(&self, role: &str, domid: Option<u16>, case: &Case, cpu: usize) -> io::Result<Worker> {
-        let exe = std::env::current_exe()?;
+    /// Run workers from this `xennet` binary (default: the running one).
+    pub fn use_exe(&mut self, exe: impl Into<PathBuf>) {
+        self.exe = Some(exe.into());
+    }
+
+    /// The instance directory (`--dir` of every worker).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Start a `bench-worker` process playing `role` in this instance.
+    pub fn spawn(
+        &self,
+        role: &str,
+        domid: Option<u16>,
+        case: &Case,
+        cpu: usize,
+    ) -> io::Result<Worker> {
+        let exe = match &self.exe {
+            Some(e) => e.clone(),
+            None => std::env::current_exe()?,
+        };
         let mut cmd = Command::new(exe);
         cmd.arg("bench-worker")
             .arg(role)
@@ -172,14 +208,33 @@ impl Drop for Instance {
     }
 }
 
-/// A worker process: its report comes first, then it is told to exit.
-struct Worker {
+/// Remove instance directories of bench runs whose process is gone (killed runs).
+fn remove_stale_instances() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("xennet-bench-")) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !xennet_platform::shm::pid_alive(p)) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// A worker process: its report comes first, then it is told to exit (when dropped:
+/// stdin closed, killed if it has not exited within 10 s).
+pub struct Worker {
     child: Child,
     stdin: Option<ChildStdin>,
 }
 
 impl Worker {
-    fn report(&mut self) -> io::Result<WorkerReport> {
+    /// Its report line.
+    pub fn report(&mut self) -> io::Result<WorkerReport> {
         let Some(out) = self.child.stdout.take() else {
             return Err(io::Error::other("worker report already taken"));
         };
@@ -229,6 +284,7 @@ pub fn worker(role: &str, case: &Case, env: &WorkerEnv) -> Option<io::Result<()>
         "xennet-back-tx" => back(case, env, BackRole::Sink),
         "xennet-back-rx" => back(case, env, BackRole::Source),
         "xennet-back-bridge" => back(case, env, BackRole::Bridge),
+        "xennet-back-echo" => back(case, env, BackRole::Echo),
         "xennet-front-send" => front(case, env, true),
         "xennet-front-recv" => front(case, env, false),
         _ => return None,
@@ -368,6 +424,8 @@ enum BackRole {
     Source,
     /// Forward guest 1's frames to guest 2 through the bridge.
     Bridge,
+    /// Send every frame back to the guest that sent it (round-trip tests).
+    Echo,
 }
 
 /// Connect the backend of every vif the coordinator wrote, as `xennet up` does.
@@ -376,11 +434,12 @@ fn connect_backends(
     side: &Side,
     xs: &XsClient,
     guests: &[u16],
+    max_queues: usize,
 ) -> io::Result<Vec<(u16, Back, Vec<xennet_ring::Port>)>> {
     let mut devs = Vec::new();
     for &g in guests {
         let path = format!("/local/domain/0/backend/vif/{g}/0");
-        devs.push(be::probe(xs, &path, 1).map_err(|e| err("probe")(e.to_string()))?);
+        devs.push(be::probe(xs, &path, max_queues).map_err(|e| err("probe")(e.to_string()))?);
     }
     let mut out = Vec::new();
     for d in devs {
@@ -424,18 +483,23 @@ fn back(case: &Case, env: &WorkerEnv, role: BackRole) -> io::Result<()> {
     let xs = XsClient::connect(dom0_socket(&xenstore_dir(&env.dir))).map_err(io::Error::other)?;
     let report = match role {
         BackRole::Sink => {
-            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A])?;
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], 1)?;
             let (_, vif, _) = vifs.remove(0);
             sink(case, &side, vif)?
         }
         BackRole::Source => {
-            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A])?;
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], 1)?;
             let (_, vif, _) = vifs.remove(0);
             source(case, &side, vif)?
         }
         BackRole::Bridge => {
-            let vifs = connect_backends(&rt, &side, &xs, &[GUEST_A, GUEST_B])?;
+            let vifs = connect_backends(&rt, &side, &xs, &[GUEST_A, GUEST_B], 1)?;
             return forward(case, side, vifs);
+        }
+        BackRole::Echo => {
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], be::MAX_QUEUES)?;
+            let (_, vif, _) = vifs.remove(0);
+            return echo(&side, vif);
         }
     };
     print_report(&report);
@@ -604,6 +668,33 @@ fn forward(
     Ok(())
 }
 
+/// Echo every frame back to the guest until stdin closes.
+fn echo(side: &Side, mut vif: Back) -> io::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        linger();
+        s2.store(true, Ordering::Relaxed);
+    });
+    let mut scratch = Vec::new();
+    let mut woken = Vec::new();
+    let mut idle_since = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let n = crate::harness::echo_once(&mut vif, &mut scratch)
+            .map_err(|e| err("echo")(e.to_string()))?;
+        if n > 0 {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() > SPIN
+            && !vif.final_check().map_err(|e| err("echo")(e.to_string()))?
+        {
+            woken.clear();
+            side.events
+                .wait_into(Some(Duration::from_millis(50)), &mut woken);
+        }
+    }
+    Ok(())
+}
+
 /// Print a report line for the coordinator.
 pub fn print_report(r: &WorkerReport) {
     if let Ok(line) = serde_json::to_string(r) {
@@ -611,20 +702,29 @@ pub fn print_report(r: &WorkerReport) {
     }
 }
 
+/// Connect guest `domid`'s netfront through XenStore in the instance at `dir`.
+pub fn connect_guest(
+    dir: &std::path::Path,
+    domid: u16,
+    opts: &fe::FrontOptions,
+) -> io::Result<(Front, fe::FrontLink, Arc<EventChannels>)> {
+    let rt = RuntimeDir::new(dir).map_err(|e| err("runtime dir")(e.to_string()))?;
+    let domain = Domain::create(&rt, DomId(domid), 4096, 4096)
+        .map_err(|e| err("guest domain")(e.to_string()))?;
+    let events = EventChannels::new(&domain, Some(rt));
+    let xs =
+        XsClient::connect(domain_socket(&xenstore_dir(dir), domid)).map_err(io::Error::other)?;
+    let (front, link) = fe::connect(&xs, &domain, &events, opts)
+        .map_err(|e| err("netfront handshake")(e.to_string()))?;
+    Ok((front, link, events))
+}
+
 /// Connect a guest's netfront through XenStore.
 fn connect_front(
     env: &WorkerEnv,
     domid: u16,
 ) -> io::Result<(Front, fe::FrontLink, Arc<EventChannels>)> {
-    let rt = RuntimeDir::new(&env.dir).map_err(|e| err("runtime dir")(e.to_string()))?;
-    let domain = Domain::create(&rt, DomId(domid), 2048, 2048)
-        .map_err(|e| err("guest domain")(e.to_string()))?;
-    let events = EventChannels::new(&domain, Some(rt));
-    let xs = XsClient::connect(domain_socket(&xenstore_dir(&env.dir), domid))
-        .map_err(io::Error::other)?;
-    let (front, link) = fe::connect(&xs, &domain, &events, &fe::FrontOptions::default())
-        .map_err(|e| err("netfront handshake")(e.to_string()))?;
-    Ok((front, link, events))
+    connect_guest(&env.dir, domid, &fe::FrontOptions::default())
 }
 
 fn front(case: &Case, env: &WorkerEnv, send: bool) -> io::Result<()> {

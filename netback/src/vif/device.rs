@@ -35,6 +35,13 @@ where
         }
     }
 
+    /// Apply the frontend's `feature-sg` to every queue's receive side.
+    pub fn set_rx_sg(&mut self, sg: bool) {
+        for q in &mut self.queues {
+            q.set_rx_sg(sg);
+        }
+    }
+
     /// The port name, `vif<domid>.<devid>`.
     pub fn name(&self) -> String {
         format!("vif{}.{}", self.domid.0, self.devid)

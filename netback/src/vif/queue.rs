@@ -66,6 +66,8 @@ pub struct NetbackQueue<G: GrantMap, M, N> {
     pub(super) tx_kick: N,
     pub(super) rx_kick: N,
     broken: Option<VifError>,
+    /// The frontend takes multi-slot receive frames (`feature-sg`).
+    rx_sg: bool,
 }
 
 impl<G, M, N> NetbackQueue<G, M, N>
@@ -145,6 +147,7 @@ where
             tx_kick,
             rx_kick,
             broken: None,
+            rx_sg: true,
         })
     }
 
@@ -156,6 +159,13 @@ where
     /// Counters.
     pub fn counters(&self) -> VifCounters {
         self.counters
+    }
+
+    /// Whether the frontend negotiated `feature-sg`: without it, a frame for the
+    /// guest must fit one slot (one page) and larger ones are dropped as too big, as
+    /// Linux netback limits a non-SG vif to one page.
+    pub fn set_rx_sg(&mut self, sg: bool) {
+        self.rx_sg = sg;
     }
 
     /// Count a notification from the frontend (called by the event loop).
@@ -195,7 +205,10 @@ where
             self.counters.rx_dropped_disconnected += 1;
             return false;
         }
-        if frame.len() > XEN_NETIF_MAX_TX_SIZE || frame.len().div_ceil(PAGE_SIZE) > RX_STAGING_PAGES
+        let slots = frame.len().div_ceil(PAGE_SIZE);
+        if frame.len() > XEN_NETIF_MAX_TX_SIZE
+            || slots > RX_STAGING_PAGES
+            || (!self.rx_sg && slots > 1)
         {
             self.counters.rx_dropped_too_big += 1;
             return false;
