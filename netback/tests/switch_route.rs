@@ -210,7 +210,7 @@ fn forwarded_packet_has_ttl_decremented_and_a_valid_checksum() {
     let mut w = raw();
     let mut out = Collect::default();
     // The router resolves the sim host by ARP, then forwards; the sim host resolves
-    // the guest's address (proxy ARP on the uplink) and drops that first reply.
+    // the guest's address (proxy ARP on the uplink) while its first reply waits.
     let d =
         w.dd.input(Instant::ZERO, w.vif, &echo_from_guest(SIM_IP, 2), &mut out);
     assert_eq!(d, Disposition::Queued);
@@ -223,15 +223,17 @@ fn forwarded_packet_has_ttl_decremented_and_a_valid_checksum() {
     );
     assert_eq!(d, Disposition::Forwarded);
     let to_guest = ip_frames_to(&out, w.vif);
-    assert_eq!(to_guest.len(), 1, "echo reply routed back");
-    let p = Ipv4Packet::new_checked(&to_guest[0][..]).unwrap();
-    assert_eq!(p.src_addr(), SIM_IP);
-    assert_eq!(p.hop_limit(), 63, "sim host sent TTL 64, one hop");
-    assert!(p.verify_checksum());
+    assert_eq!(to_guest.len(), 2, "both echo replies routed back");
+    for f in &to_guest {
+        let p = Ipv4Packet::new_checked(&f[..]).unwrap();
+        assert_eq!(p.src_addr(), SIM_IP);
+        assert_eq!(p.hop_limit(), 63, "sim host sent TTL 64, one hop");
+        assert!(p.verify_checksum());
+    }
     let up = w.dd.fabric().port(w.uplink).unwrap().counters;
     assert_eq!(
-        up.rx_packets, 3,
-        "ARP reply, ARP request for the guest, echo reply"
+        up.rx_packets, 4,
+        "ARP reply, ARP request for the guest, two echo replies"
     );
 }
 

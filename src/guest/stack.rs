@@ -1,17 +1,23 @@
 //! The guest's IP stack: smoltcp over any `phy::Device` (netfront in a guest process),
 //! answering ping, serving a TCP echo port and a tiny HTTP endpoint, and able to ping
 //! and connect out.
+//!
+//! Echo requests are answered through the ICMP socket, not smoltcp's automatic reply,
+//! so a reply waits for ARP like a Linux guest's (in route mode the asker is behind
+//! the router's proxy ARP and was never resolved here; an automatic reply would be
+//! dropped, losing the first echo).
 
 use std::time::{Duration, Instant as StdInstant};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{ChecksumCapabilities, Device};
+use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
     Ipv4Cidr,
 };
+use xennet_netback::uplink::host::EchoRequest;
 
 /// TCP port of the echo service every guest serves.
 pub const ECHO_PORT: u16 = 7;
@@ -97,6 +103,64 @@ pub struct GuestStack<D: Device> {
     epoch: StdInstant,
     banner: String,
     next_port: u16,
+    me: (EthernetAddress, Ipv4Address),
+    echo_requests: Vec<EchoRequest>,
+}
+
+/// Echo requests waiting for an answer; more are ignored (like a flooded host).
+const ECHO_BACKLOG: usize = 64;
+
+/// The device as smoltcp sees it: echo requests to us are taken out on the way in.
+struct Intercept<'a, D> {
+    inner: &'a mut D,
+    me: (EthernetAddress, Ipv4Address),
+    requests: &'a mut Vec<EchoRequest>,
+}
+
+/// A received frame the interceptor passed on.
+struct Frame(Vec<u8>);
+
+impl phy::RxToken for Frame {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl<D: Device> Device for Intercept<'_, D> {
+    type RxToken<'b>
+        = Frame
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        loop {
+            let (rx, _) = self.inner.receive(t)?;
+            let frame = phy::RxToken::consume(rx, |f| f.to_vec());
+            match EchoRequest::parse(&frame, self.me.0, self.me.1) {
+                Some(req) => {
+                    if self.requests.len() < ECHO_BACKLOG {
+                        self.requests.push(req);
+                    }
+                }
+                None => {
+                    let tx = self.inner.transmit(t)?;
+                    return Some((Frame(frame), tx));
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
+        self.inner.transmit(t)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
 }
 
 fn now(epoch: StdInstant) -> Instant {
@@ -148,6 +212,8 @@ impl<D: Device> GuestStack<D> {
             epoch,
             banner: banner.to_string(),
             next_port: 49152,
+            me: (EthernetAddress(mac), cidr.address()),
+            echo_requests: Vec::new(),
         };
         stack.listen();
         // Bind cannot fail for a fresh socket with a non-zero ident.
@@ -172,10 +238,18 @@ impl<D: Device> GuestStack<D> {
     /// Run the stack once: move frames, serve the echo and HTTP ports.
     pub fn poll(&mut self) {
         let t = now(self.epoch);
-        self.iface.poll(t, &mut self.device, &mut self.sockets);
+        self.poll_iface(t);
         self.serve();
-        self.iface
-            .poll(now(self.epoch), &mut self.device, &mut self.sockets);
+        self.poll_iface(now(self.epoch));
+    }
+
+    fn poll_iface(&mut self, t: Instant) {
+        let mut dev = Intercept {
+            inner: &mut self.device,
+            me: self.me,
+            requests: &mut self.echo_requests,
+        };
+        self.iface.poll(t, &mut dev, &mut self.sockets);
     }
 
     /// The device under the stack.
@@ -191,6 +265,11 @@ impl<D: Device> GuestStack<D> {
     }
 
     fn serve(&mut self) {
+        let icmp = self.sockets.get_mut::<icmp::Socket>(self.icmp);
+        for req in self.echo_requests.drain(..) {
+            // A full socket buffer loses the reply, as a flooded host would.
+            let _ = req.answer(icmp);
+        }
         let echo = self.sockets.get_mut::<tcp::Socket>(self.echo);
         if echo.can_recv() && echo.can_send() {
             let mut buf = [0u8; 2048];

@@ -1,10 +1,16 @@
 //! A small IP host on smoltcp: the simulated remote host, the driver domain's own
 //! stack, and the test guests.
 //!
-//! It answers ARP and ICMP echo (smoltcp does), echoes TCP on
+//! It answers ARP (smoltcp does) and ICMP echo, echoes TCP on
 //! [`HostConfig::tcp_echo_port`] (port 7 by default) and UDP on
 //! [`HostConfig::udp_echo_port`], and can ping, and open TCP connections and UDP
 //! sockets of its own. Its "wire" is a pair of queues the fabric fills and drains.
+//!
+//! Echo requests to its address are answered through an ICMP socket rather than by
+//! smoltcp's automatic reply: a socket's packet waits while the sender's address is
+//! resolved by ARP, as a Linux host queues it, where the automatic reply would be
+//! dropped. That matters behind a router: the host has never seen an ARP from a routed
+//! guest, so the first reply to it needs a resolution first.
 
 use std::collections::VecDeque;
 
@@ -12,7 +18,10 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint};
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr,
+    IpEndpoint, IpProtocol, Ipv4Packet,
+};
 
 use super::Endpoint;
 use crate::wire::{is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr, MacFmt};
@@ -21,6 +30,76 @@ use crate::wire::{is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr, MacFmt};
 const RX_QUEUE: usize = 256;
 /// Concurrent TCP echo connections.
 const ECHO_SOCKETS: usize = 4;
+/// Echo requests waiting to be answered; more are dropped (counted).
+const ECHO_BACKLOG: usize = 64;
+
+/// An ICMP echo request to answer through a socket (see the module documentation):
+/// who asked, and the request's id, sequence and data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EchoRequest {
+    /// The sender.
+    pub from: Ipv4Address,
+    /// Its identifier.
+    pub ident: u16,
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its payload.
+    pub data: Vec<u8>,
+}
+
+impl EchoRequest {
+    /// `frame` if it is an ICMP echo request to `mac`/`addr` (not fragmented; IP and
+    /// ICMP checksums verified).
+    pub fn parse(frame: &[u8], mac: MacAddr, addr: Ipv4Address) -> Option<EchoRequest> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.dst_addr() != mac || eth.ethertype() != EthernetProtocol::Ipv4 {
+            return None;
+        }
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        if ip.dst_addr() != addr
+            || ip.next_header() != IpProtocol::Icmp
+            || !ip.verify_checksum()
+            || ip.more_frags()
+            || ip.frag_offset() != 0
+        {
+            return None;
+        }
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+        match Icmpv4Repr::parse(&icmp, &Default::default()).ok()? {
+            Icmpv4Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            } => Some(EchoRequest {
+                from: ip.src_addr(),
+                ident,
+                seq: seq_no,
+                data: data.to_vec(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Queue the reply on `sock` (sent once the sender's address is resolved).
+    /// False if the socket's buffer is full.
+    pub fn answer(&self, sock: &mut icmp::Socket<'_>) -> bool {
+        let repr = Icmpv4Repr::EchoReply {
+            ident: self.ident,
+            seq_no: self.seq,
+            data: &self.data,
+        };
+        match sock.send(repr.buffer_len(), IpAddress::Ipv4(self.from)) {
+            Ok(buf) => {
+                repr.emit(
+                    &mut Icmpv4Packet::new_unchecked(buf),
+                    &smoltcp::phy::ChecksumCapabilities::default(),
+                );
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 /// Host settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,6 +225,7 @@ pub struct Host {
     tcp_echo: Vec<SocketHandle>,
     udp_echo: Option<SocketHandle>,
     replies: Vec<EchoReply>,
+    echo_requests: Vec<EchoRequest>,
     rx_dropped: u64,
 }
 
@@ -230,6 +310,7 @@ impl Host {
             tcp_echo,
             udp_echo,
             replies: Vec::new(),
+            echo_requests: Vec::new(),
             rx_dropped: 0,
         })
     }
@@ -341,6 +422,11 @@ impl Host {
 
     fn run_services(&mut self) {
         let icmp = self.sockets.get_mut::<icmp::Socket>(self.icmp);
+        for req in self.echo_requests.drain(..) {
+            if !req.answer(icmp) {
+                self.rx_dropped += 1;
+            }
+        }
         while let Ok((data, from)) = icmp.recv() {
             let IpAddress::Ipv4(from) = from;
             if let Ok(pkt) = Icmpv4Packet::new_checked(data) {
@@ -390,6 +476,14 @@ impl Host {
 
 impl Endpoint for Host {
     fn receive(&mut self, _now: Instant, frame: &[u8]) {
+        if let Some(req) = EchoRequest::parse(frame, self.cfg.mac, self.cfg.addr.address()) {
+            if self.echo_requests.len() >= ECHO_BACKLOG {
+                self.rx_dropped += 1;
+            } else {
+                self.echo_requests.push(req);
+            }
+            return;
+        }
         if self.wire.rx.len() >= RX_QUEUE {
             self.rx_dropped += 1;
             return;
@@ -398,6 +492,7 @@ impl Endpoint for Host {
     }
 
     fn poll(&mut self, now: Instant, tx: &mut dyn FnMut(&[u8])) {
+        self.run_services();
         // Two rounds: the services may answer what the first poll delivered.
         for _ in 0..2 {
             self.iface.poll(now, &mut self.wire, &mut self.sockets);
