@@ -362,6 +362,10 @@ struct UpArgs {
     /// Queues offered to each frontend (`multi-queue-max-queues`).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=8))]
     max_queues: u16,
+    /// A topology file (TOML): the driver domain's mode, uplink, addresses, bridge and
+    /// captures, and the guests' vifs (used when `xennet guest` brings no `--vif`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["mode", "no_proxy_arp", "uplink", "capture"])]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -534,12 +538,28 @@ fn cli_up(a: UpArgs) -> ExitCode {
     opts.uplink = uplink;
     opts.captures = captures;
     opts.max_queues = usize::from(a.max_queues);
+    if let Some(file) = &a.config {
+        match xennet::netback::config::Topology::load(file) {
+            Ok(t) => opts.topology = Some(t),
+            Err(e) => {
+                eprintln!("xennet up: {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mode = match opts.effective_topology() {
+        Ok(t) => xennet::toolstack::up::mode_name(t.driver_domain.mode),
+        Err(e) => {
+            eprintln!("xennet up: {e}");
+            return ExitCode::from(2);
+        }
+    };
     install_stop_handler();
     let dir = opts.dir.clone();
     let r = xennet::toolstack::up::run(&opts, &STOP, || {
         println!(
             "xennet up: driver domain running in {} mode; instance {}",
-            a.mode,
+            mode,
             dir.display()
         );
         println!(

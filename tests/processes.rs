@@ -545,3 +545,91 @@ fn frames_of_every_size_round_trip_across_processes_with_and_without_sg() {
         assert_eq!(c.rx_packets, echoed);
     }
 }
+
+/// `xennet up --config`: the topology file sets the driver domain (route mode, its own
+/// address, proxy ARP, a capture of a vif not yet created) and the guest's vif, which a
+/// guest started without `--vif` receives.
+#[test]
+fn a_topology_file_sets_up_the_driver_domain_and_its_guests() {
+    let mut inst = Instance::new();
+    let cap = inst.dir.join("web.pcap");
+    std::fs::create_dir_all(&inst.dir).unwrap();
+    let topo = inst.dir.join("topology.toml");
+    std::fs::write(
+        &topo,
+        format!(
+            r#"
+[driver_domain]
+mode = "route"
+ip = "128.153.144.204/24"
+proxy_arp = true
+captures = ["vif3.0={}"]
+
+[[guest]]
+domid = 3
+name = "web"
+vifs = ["mac=00:16:3e:00:03:01,ip=128.153.144.210,script=vif-route"]
+"#,
+            cap.display()
+        ),
+    )
+    .unwrap();
+    inst.up(&["--config", topo.to_str().unwrap()]);
+    let out = inst.guest(3, &["--ping", "128.153.144.148"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("128.153.144.210"), "{t}");
+    assert!(replies(&t).iter().all(|&r| r > 0), "{t}");
+    // A serving guest stays: `list` shows the file's name and MAC for it.
+    inst.spawn(&["guest", "--domid", "3"]);
+    inst.wait_connected(3);
+    let list = control::request(&inst.dir, &["list"]).unwrap();
+    assert!(
+        list.contains("web") && list.contains("00:16:3e:00:03:01"),
+        "{list}"
+    );
+    let info = control::request(&inst.dir, &["info"]).unwrap();
+    assert!(info.contains("route"), "{info}");
+    drop(inst);
+    let meta = std::fs::metadata(&cap);
+    assert!(meta.is_err() || meta.unwrap().len() > 24);
+
+    // A bad file names the field; the file and the flags it replaces conflict.
+    let inst = Instance::new();
+    std::fs::create_dir_all(&inst.dir).unwrap();
+    let bad = inst.dir.join("bad.toml");
+    std::fs::write(&bad, "[driver_domain]\nmode = \"switch\"\n").unwrap();
+    let out = Command::new(EXE)
+        .args(["up", "--config", bad.to_str().unwrap(), "--dir"])
+        .arg(&inst.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("driver_domain.mode"), "{}", text(&out));
+    std::fs::write(
+        &bad,
+        "[[guest]]\ndomid = 2\nvifs = [\"mac=00:16:3e:00:00:zz\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(EXE)
+        .args(["up", "--config", bad.to_str().unwrap(), "--dir"])
+        .arg(&inst.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("guest[0].vifs[0]"), "{}", text(&out));
+    let out = Command::new(EXE)
+        .args([
+            "up",
+            "--config",
+            bad.to_str().unwrap(),
+            "--mode",
+            "nat",
+            "--dir",
+        ])
+        .arg(&inst.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--mode"), "{}", text(&out));
+}

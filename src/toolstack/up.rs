@@ -25,7 +25,8 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use xennet_netback::capture::PcapSink;
 use xennet_netback::config::UplinkSpec;
-use xennet_netback::config::{parse_vif_spec, Script};
+use xennet_netback::config::{parse_vif_spec, Script, Topology, VifSpec};
+use xennet_netback::switch::bridge::BridgeConfig;
 use xennet_netback::switch::domain::DriverDomain;
 use xennet_netback::switch::route::RouterConfig;
 use xennet_netback::switch::{brctl, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind};
@@ -100,6 +101,11 @@ pub struct UpOptions {
     pub captures: Vec<(String, PathBuf)>,
     /// `multi-queue-max-queues` offered to frontends.
     pub max_queues: usize,
+    /// A topology file's contents (`xennet up --config`): when set, the driver
+    /// domain's mode, proxy ARP, uplink, captures, addresses and bridge come from it
+    /// (the fields above are ignored), and its guests' vifs are used when those
+    /// guests ask for a vif without a spec of their own.
+    pub topology: Option<Topology>,
 }
 
 impl UpOptions {
@@ -112,6 +118,40 @@ impl UpOptions {
             uplink: UplinkSpec::Sim,
             captures: Vec::new(),
             max_queues: 4,
+            topology: None,
+        }
+    }
+
+    /// The settings the driver domain runs with: the topology file's, or the
+    /// defaults with these options' mode, proxy ARP, uplink and captures.
+    pub fn effective_topology(&self) -> Result<Topology, String> {
+        if let Some(t) = &self.topology {
+            if let Some((gi, g)) = t.guests.iter().enumerate().find(|(_, g)| g.vifs.len() > 1) {
+                return Err(format!(
+                    "guest[{gi}].vifs: domain {} lists {} vifs; xennet up attaches one vif per guest",
+                    g.domid,
+                    g.vifs.len()
+                ));
+            }
+            return Ok(t.clone());
+        }
+        let mut t = Topology::from_toml_str("").map_err(|e| e.to_string())?;
+        t.driver_domain.mode = self.mode;
+        t.driver_domain.proxy_arp = self.proxy_arp;
+        t.driver_domain.uplink = self.uplink.clone();
+        Ok(t)
+    }
+
+    /// `PORT=FILE` captures: the options' or the topology file's.
+    fn capture_list(&self) -> Vec<(String, PathBuf)> {
+        match &self.topology {
+            Some(t) => t
+                .driver_domain
+                .captures
+                .iter()
+                .map(|c| (c.target.clone(), c.path.clone()))
+                .collect(),
+            None => self.captures.clone(),
         }
     }
 }
@@ -127,33 +167,60 @@ pub fn xenstore_dir(dir: &Path) -> PathBuf {
 }
 
 /// Builds the switch with its uplink endpoint and, in bridge mode, the driver
-/// domain's own stack on `vif0.0`.
+/// domain's own stack on `vif0.0`, with the default addresses.
 pub fn driver_domain(
     mode: Mode,
     proxy_arp: bool,
     uplink: &UplinkSpec,
 ) -> Result<DriverDomain, String> {
+    let mut t = Topology::from_toml_str("").map_err(|e| e.to_string())?;
+    t.driver_domain.mode = mode;
+    t.driver_domain.proxy_arp = proxy_arp;
+    t.driver_domain.uplink = uplink.clone();
+    driver_domain_for(&t)
+}
+
+/// Builds the switch a topology describes: mode, bridge name and ageing, the driver
+/// domain's address, gateway, MAC, forwarding and proxy ARP, the uplink and (for
+/// `sim`) the simulated host's address, MAC and echo port.
+pub fn driver_domain_for(t: &Topology) -> Result<DriverDomain, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
+    let d = &t.driver_domain;
     let cfg = FabricConfig {
-        mode,
+        mode: d.mode,
+        bridge: BridgeConfig {
+            name: d.bridge.clone(),
+            ageing: smoltcp::time::Duration::from_secs(d.ageing_secs),
+            ..BridgeConfig::default()
+        },
         router: RouterConfig {
-            proxy_arp_uplink: proxy_arp,
+            uplink_addr: d.addr,
+            gateway: d.gateway,
+            ip_forward: d.ip_forward,
+            proxy_arp_uplink: d.proxy_arp,
             ..RouterConfig::default()
         },
-        ..FabricConfig::default()
     };
     let mut dd = DriverDomain::new(Fabric::new(cfg).map_err(|e| s(&e))?);
     let up_cfg = PortConfig {
-        port_mac: DD_MAC,
+        port_mac: d.mac,
         ..PortConfig::default()
     };
     let up = dd
         .fabric_mut()
         .add_port("peth0", PortKind::Uplink, up_cfg)
         .map_err(|e| s(&e))?;
-    match uplink {
+    match &d.uplink {
         UplinkSpec::Sim => {
-            let host = Host::new(HostConfig::sim_uplink(), SmolInstant::ZERO).map_err(|e| s(&e))?;
+            let h = &t.uplink_host;
+            let cfg = HostConfig {
+                mac: h.mac,
+                addr: h.addr,
+                gateway: h.gateway,
+                tcp_echo_port: Some(h.tcp_echo_port),
+                ..HostConfig::sim_uplink()
+            };
+            let host = Host::new(cfg, SmolInstant::ZERO).map_err(|e| s(&e))?;
             dd.attach(up, Box::new(host));
         }
         UplinkSpec::Tap(name) => {
@@ -165,13 +232,17 @@ pub fn driver_domain(
             dd.attach(up, Box::new(replay));
         }
     }
-    if mode == Mode::Bridge {
+    if d.mode == Mode::Bridge {
         let local = dd
             .fabric_mut()
             .add_port("vif0.0", PortKind::Local, PortConfig::default())
             .map_err(|e| s(&e))?;
-        let host =
-            Host::new(HostConfig::driver_domain(DD_MAC), SmolInstant::ZERO).map_err(|e| s(&e))?;
+        let cfg = HostConfig {
+            addr: d.addr,
+            gateway: d.gateway,
+            ..HostConfig::driver_domain(d.mac)
+        };
+        let host = Host::new(cfg, SmolInstant::ZERO).map_err(|e| s(&e))?;
         dd.attach(local, Box::new(host));
     }
     Ok(dd)
@@ -211,6 +282,8 @@ impl Dev {
 
 struct Guest {
     port: PortId,
+    /// The domain's name (`/local/domain/<id>/name`).
+    dom_name: String,
     name: String,
     mac: MacAddr,
     ips: Vec<Ipv4Cidr>,
@@ -220,6 +293,7 @@ type Request = (Vec<String>, mpsc::Sender<Reply>);
 
 struct Up {
     opts: UpOptions,
+    topo: Topology,
     rt: RuntimeDir,
     xsd: Xenstored,
     xs: XsClient,
@@ -245,9 +319,10 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     let xs = XsClient::connect(xsd.socket_path()).map_err(setup("xenstore"))?;
     let domain = Domain::create(&rt, DomId(0), 16384, 16384).map_err(setup("domain 0 memory"))?;
     let side = Side::from_domain(domain, Some(rt.clone()));
-    let mut dd = driver_domain(opts.mode, opts.proxy_arp, &opts.uplink).map_err(UpError::Setup)?;
+    let topo = opts.effective_topology().map_err(UpError::Setup)?;
+    let mut dd = driver_domain_for(&topo).map_err(UpError::Setup)?;
     let mut pending_captures = Vec::new();
-    for (port, file) in &opts.captures {
+    for (port, file) in &opts.capture_list() {
         match dd.fabric().port_id(port) {
             Some(id) => {
                 let sink = PcapSink::create(file).map_err(setup("capture"))?;
@@ -281,6 +356,7 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     .map_err(setup("control socket"))?;
     let mut up = Up {
         opts: opts.clone(),
+        topo,
         rt,
         xsd,
         xs,
@@ -341,8 +417,11 @@ impl Up {
             ["stats"] => Ok(self.stats(false)),
             ["stats", "--json"] => Ok(self.stats(true)),
             ["brctl", "show"] | ["brctl"] => {
-                if self.opts.mode != Mode::Bridge {
-                    return Err(format!("no bridge in {} mode", mode_name(self.opts.mode)));
+                if self.topo.driver_domain.mode != Mode::Bridge {
+                    return Err(format!(
+                        "no bridge in {} mode",
+                        mode_name(self.topo.driver_domain.mode)
+                    ));
                 }
                 Ok(brctl::show(self.plane.dd.fabric()))
             }
@@ -352,8 +431,8 @@ impl Up {
             }
             ["info"] => Ok(format!(
                 "mode={} uplink={} guests={}\n",
-                mode_name(self.opts.mode),
-                match &self.opts.uplink {
+                mode_name(self.topo.driver_domain.mode),
+                match &self.topo.driver_domain.uplink {
                     UplinkSpec::Sim => "sim".to_string(),
                     UplinkSpec::Tap(n) => format!("tap:{n}"),
                     UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
@@ -381,8 +460,19 @@ impl Up {
         if self.guests.contains_key(&domid) {
             return Err(format!("domain {domid} already exists"));
         }
-        let spec = parse_vif_spec(spec).map_err(|e| format!("vif spec: {e}"))?;
-        let mode = self.opts.mode;
+        // A guest of the topology file that brings no spec gets the file's.
+        let planned = self.topo.guests.iter().find(|g| g.domid == domid);
+        let (spec, dom_name): (VifSpec, String) = match planned {
+            Some(g) if spec.trim().is_empty() => {
+                (g.vifs.first().cloned().unwrap_or_default(), g.name.clone())
+            }
+            _ => (
+                parse_vif_spec(spec).map_err(|e| format!("vif spec: {e}"))?,
+                format!("guest{domid}"),
+            ),
+        };
+        let mode = self.topo.driver_domain.mode;
+        let bridge_name = self.topo.driver_domain.bridge.clone();
         let want = match mode {
             Mode::Bridge => Script::Bridge,
             Mode::Route => Script::Route,
@@ -398,18 +488,27 @@ impl Up {
             }
         }
         if let (Some(b), Mode::Bridge) = (&spec.bridge, mode) {
-            if b != "xenbr0" {
+            if *b != bridge_name {
                 return Err(format!(
-                    "vif spec: bridge={b}: this driver domain has only xenbr0"
+                    "vif spec: bridge={b}: this driver domain has only {bridge_name}"
                 ));
             }
         }
         let devid = u32::from(spec.devid.unwrap_or(0));
         let mac = spec.mac.unwrap_or(MacAddr(guest_mac(domid)));
+        let default = guest_addr(mode, domid).0;
         let ips = if spec.ips.is_empty() {
-            vec![guest_addr(mode, domid).0]
+            vec![default]
         } else {
-            spec.ips.clone()
+            // xl's `ip=` names addresses; the guest's interface gets the segment's
+            // prefix so its gateway is on-link (the driver domain routes /32 per guest).
+            spec.ips
+                .iter()
+                .map(|c| match c.prefix_len() {
+                    32 => Ipv4Cidr::new(c.address(), default.prefix_len()),
+                    _ => *c,
+                })
+                .collect()
         };
         let name = spec
             .vifname
@@ -445,7 +544,7 @@ impl Up {
             backend_domid: 0,
             devid,
             mac: MacFmt(mac).to_string(),
-            bridge: (mode == Mode::Bridge).then(|| "xenbr0".to_string()),
+            bridge: (mode == Mode::Bridge).then(|| bridge_name.clone()),
             ip: (!spec.ips.is_empty() || mode != Mode::Bridge).then(|| {
                 ips.iter()
                     .map(|c| c.address().to_string())
@@ -466,10 +565,7 @@ impl Up {
         let written = (|| -> Result<(), String> {
             let e = |e: xennet_platform::xenstore::XsError| e.to_string();
             self.xs
-                .write(
-                    &format!("/local/domain/{domid}/name"),
-                    format!("guest{domid}"),
-                )
+                .write(&format!("/local/domain/{domid}/name"), &dom_name)
                 .map_err(e)?;
             self.xs
                 .write(&format!("/local/domain/{domid}/domid"), domid.to_string())
@@ -491,13 +587,18 @@ impl Up {
             domid,
             Guest {
                 port,
+                dom_name,
                 name: name.clone(),
                 mac,
                 ips: ips.clone(),
             },
         );
         self.reconcile();
-        let (_, gw) = guest_addr(mode, domid);
+        let gw = match mode {
+            // The guests' gateway is the driver domain's own address.
+            Mode::Route => Some(self.topo.driver_domain.addr.address()),
+            _ => guest_addr(mode, domid).1,
+        };
         let mut out = format!(
             "domain {domid} created: {name} mac={} ip={}",
             MacFmt(mac),
@@ -710,8 +811,8 @@ impl Up {
             "Domain-0",
             0,
             "-",
-            MacFmt(DD_MAC).to_string(),
-            DD_IP.to_string()
+            MacFmt(self.topo.driver_domain.mac).to_string(),
+            self.topo.driver_domain.addr.address().to_string()
         );
         for (domid, g) in &self.guests {
             let (be_s, fe_s) = self
@@ -735,7 +836,7 @@ impl Up {
             let _ = writeln!(
                 t,
                 "{:<12} {:>5}  {:<10} {:<18} {:<20} {:?}/{:?}",
-                format!("guest{domid}"),
+                g.dom_name.clone(),
                 domid,
                 g.name,
                 MacFmt(g.mac).to_string(),
