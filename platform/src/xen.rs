@@ -8,16 +8,22 @@
 //! trap can be tested here without a hypervisor (a recording implementation
 //! checks the numbers and the bytes each call passes).
 //!
-//! Granting (`GrantAccess`) in a PV guest is writing one's own grant table, which
-//! the guest maps at boot (`GNTTABOP_setup_table`); the in-use flag protocol for
-//! that table is the one in [`crate::shm`]'s flags module, shared by both
-//! platforms. Booting, mapping the grant table and the XenStore ring are the
-//! unikernel's job and out of scope.
+//! Granting (`GrantAccess`) in a PV guest is writing one's own grant table:
+//! [`XenGrants::setup_table`] asks Xen for the table's frames (`GNTTABOP_setup_table`),
+//! the unikernel maps them, and [`GrantTable`] grants and ends access on the mapped
+//! entries with the in-use flag protocol of [`crate::shm`]'s flags module, shared by
+//! both platforms (the v1 entry layout is the same). Booting, mapping those frames
+//! and the XenStore ring are the unikernel's job and out of scope.
 
 use core::ptr::NonNull;
-use xennet_ring::grant::{GnttabCopy, GrantStatus};
+use core::sync::atomic::{AtomicU32, Ordering};
+use xennet_ring::grant::{GnttabCopy, GrantEntryV1, GrantError, GrantStatus};
 
-use xennet_ring::{DomId, GrantCopy, GrantMap, GrantRef, MappedPage, Notify, Port};
+use xennet_ring::{
+    DomId, Frame, GrantAccess, GrantCopy, GrantMap, GrantRef, MappedPage, Notify, Port,
+};
+
+use crate::shm::flags;
 
 /// `__HYPERVISOR_grant_table_op`.
 pub const HYPERVISOR_GRANT_TABLE_OP: u32 = 20;
@@ -27,8 +33,14 @@ pub const HYPERVISOR_EVENT_CHANNEL_OP: u32 = 32;
 pub const GNTTABOP_MAP_GRANT_REF: u64 = 0;
 /// `GNTTABOP_unmap_grant_ref`.
 pub const GNTTABOP_UNMAP_GRANT_REF: u64 = 1;
+/// `GNTTABOP_setup_table`.
+pub const GNTTABOP_SETUP_TABLE: u64 = 2;
 /// `GNTTABOP_copy`.
 pub const GNTTABOP_COPY: u64 = 5;
+/// `DOMID_SELF`.
+pub const DOMID_SELF: u16 = 0x7ff0;
+/// `GNTTAB_NR_RESERVED_ENTRIES`: refs the toolstack uses (console, XenStore).
+pub const GNTTAB_NR_RESERVED_ENTRIES: u32 = 8;
 /// `EVTCHNOP_send`.
 pub const EVTCHNOP_SEND: u64 = 4;
 /// `EVTCHNOP_unmask`.
@@ -116,6 +128,109 @@ fn op_status(rc: i64, status: i16) -> Result<(), GrantStatus> {
     match GrantStatus::from_raw(status) {
         GrantStatus::Okay => Ok(()),
         e => Err(e),
+    }
+}
+
+/// `struct gnttab_setup_table` (24 bytes on x86_64).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct GnttabSetupTable {
+    /// IN: `DOMID_SELF`.
+    pub dom: u16,
+    /// IN: frames wanted.
+    pub nr_frames: u32,
+    /// OUT: `GNTST_*`.
+    pub status: i16,
+    /// IN: where Xen writes the frame numbers (`XEN_GUEST_HANDLE(xen_pfn_t)`).
+    pub frame_list: u64,
+}
+
+/// A domain's own v1 grant table, mapped (the granting side, [`GrantAccess`]).
+/// Refs below [`GNTTAB_NR_RESERVED_ENTRIES`] are never handed out; the free list is
+/// allocated once, so granting allocates nothing.
+pub struct GrantTable {
+    entries: NonNull<GrantEntryV1>,
+    count: u32,
+    free: std::sync::Mutex<Vec<u32>>,
+}
+
+// SAFETY: the table is shared memory accessed only through atomics (the flags word)
+// and single aligned stores (the frame, before the flags publish it); the free list
+// is behind a mutex.
+unsafe impl Send for GrantTable {}
+// SAFETY: as above.
+unsafe impl Sync for GrantTable {}
+
+impl GrantTable {
+    /// The table of `count` entries at `entries`.
+    ///
+    /// # Safety
+    /// `entries` must point to `count` v1 entries of this domain's grant table, mapped
+    /// (8-byte aligned) for as long as this value lives, and nothing else in this
+    /// domain may grant or end access on refs at or above the reserved ones.
+    pub unsafe fn new(entries: NonNull<GrantEntryV1>, count: u32) -> GrantTable {
+        let free = (GNTTAB_NR_RESERVED_ENTRIES..count).rev().collect();
+        GrantTable {
+            entries,
+            count,
+            free: std::sync::Mutex::new(free),
+        }
+    }
+
+    /// The entry's flags|domid word and its frame word.
+    fn words(&self, gref: GrantRef) -> Option<(&AtomicU32, &AtomicU32)> {
+        if gref.0 < GNTTAB_NR_RESERVED_ENTRIES || gref.0 >= self.count {
+            return None;
+        }
+        // SAFETY: in bounds (checked); the entry is 8-byte aligned and mapped for our
+        // lifetime (`new`'s contract); an `AtomicU32` has the layout of the `u32` pair
+        // `flags|domid` (little-endian, flags in the low half) and of `frame`.
+        unsafe {
+            let e = self.entries.as_ptr().add(gref.0 as usize) as *const AtomicU32;
+            Some((&*e, &*e.add(1)))
+        }
+    }
+
+    /// Refs free to grant.
+    pub fn free_refs(&self) -> usize {
+        self.free.lock().map(|f| f.len()).unwrap_or(0)
+    }
+}
+
+impl GrantAccess for GrantTable {
+    fn grant_access(
+        &self,
+        domid: DomId,
+        frame: Frame,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
+        let fr = u32::try_from(frame.0).map_err(|_| GrantError::BadFrame(frame))?;
+        let gref = GrantRef(
+            self.free
+                .lock()
+                .map_err(|_| GrantError::TableFull)?
+                .pop()
+                .ok_or(GrantError::TableFull)?,
+        );
+        let Some((word, fword)) = self.words(gref) else {
+            return Err(GrantError::BadRef(gref));
+        };
+        fword.store(fr, Ordering::Relaxed);
+        flags::publish(word, domid.0, readonly);
+        Ok(gref)
+    }
+
+    fn end_access(&self, gref: GrantRef) -> Result<(), GrantError> {
+        let (word, _) = self.words(gref).ok_or(GrantError::BadRef(gref))?;
+        let mut free = self.free.lock().map_err(|_| GrantError::BadRef(gref))?;
+        if free.contains(&gref.0) {
+            return Err(GrantError::BadRef(gref));
+        }
+        if !flags::end_access(word) {
+            return Err(GrantError::InUse(gref));
+        }
+        free.push(gref.0);
+        Ok(())
     }
 }
 
@@ -236,6 +351,29 @@ impl<H: Hypercall> XenGrants<H> {
             hv,
             slots: std::sync::Mutex::new(slots),
         }
+    }
+
+    /// `GNTTABOP_setup_table` for this domain: Xen writes the frame numbers of the
+    /// first `frames.len()` grant-table frames into `frames` (to be mapped by the
+    /// caller, then handed to [`GrantTable::new`]).
+    pub fn setup_table(&self, frames: &mut [u64]) -> Result<(), GrantStatus> {
+        let mut op = GnttabSetupTable {
+            dom: DOMID_SELF,
+            nr_frames: u32::try_from(frames.len()).map_err(|_| GrantStatus::GeneralError)?,
+            frame_list: frames.as_mut_ptr() as u64,
+            ..GnttabSetupTable::default()
+        };
+        // SAFETY: one live `gnttab_setup_table`, count 1; `frame_list` points to
+        // `nr_frames` writable u64s that outlive the call.
+        let rc = unsafe {
+            self.hv.call3(
+                HYPERVISOR_GRANT_TABLE_OP,
+                GNTTABOP_SETUP_TABLE,
+                &mut op as *mut _ as u64,
+                1,
+            )
+        };
+        op_status(rc, op.status)
     }
 
     /// Maps `gref` of `dom` at `host_addr`; returns the unmap handle.
@@ -369,12 +507,22 @@ mod tests {
                 (HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_MAP_GRANT_REF) => 32,
                 (HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_UNMAP_GRANT_REF) => 24,
                 (HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_COPY) => 40 * a3 as usize,
+                (HYPERVISOR_GRANT_TABLE_OP, GNTTABOP_SETUP_TABLE) => 24,
                 _ => 0,
             };
             // SAFETY: the callers pass a pointer to `len` live bytes (checked by
             // the cases above, which mirror the real argument structs).
             let bytes = unsafe { std::slice::from_raw_parts(a2 as *const u8, len) }.to_vec();
             self.calls.borrow_mut().push((op, a1, a3, bytes));
+            if op == HYPERVISOR_GRANT_TABLE_OP && a1 == GNTTABOP_SETUP_TABLE {
+                // SAFETY: as above; Xen writes the frame list and the status.
+                let t = unsafe { &mut *(a2 as *mut GnttabSetupTable) };
+                for i in 0..t.nr_frames as usize {
+                    // SAFETY: the caller passed `nr_frames` writable u64s.
+                    unsafe { *(t.frame_list as *mut u64).add(i) = 0x1000 + i as u64 };
+                }
+                t.status = self.status;
+            }
             if op == HYPERVISOR_GRANT_TABLE_OP && a1 == GNTTABOP_MAP_GRANT_REF {
                 // SAFETY: as above; Xen writes `status` and `handle`.
                 let m = unsafe { &mut *(a2 as *mut GnttabMapGrantRef) };
@@ -499,5 +647,74 @@ mod tests {
             ..Recorder::default()
         });
         assert_eq!(failing.grant_copy(&mut ops), Err(GrantStatus::GeneralError));
+    }
+
+    #[test]
+    fn setup_table_marshals_self_and_the_frame_list() {
+        let r = Recorder::default();
+        let g = XenGrants::new(r.clone());
+        let mut frames = [0u64; 4];
+        g.setup_table(&mut frames).unwrap();
+        assert_eq!(frames, [0x1000, 0x1001, 0x1002, 0x1003]);
+        let (op, cmd, count, bytes) = r.calls.borrow()[0].clone();
+        assert_eq!((op, cmd, count), (20, 2, 1));
+        assert_eq!(&bytes[0..2], &DOMID_SELF.to_le_bytes());
+        assert_eq!(&bytes[4..8], &4u32.to_le_bytes());
+        assert_eq!(&bytes[16..24], &(frames.as_ptr() as u64).to_le_bytes());
+        let bad = XenGrants::new(Recorder {
+            status: GrantStatus::GeneralError as i16,
+            ..Recorder::default()
+        });
+        assert_eq!(bad.setup_table(&mut frames), Err(GrantStatus::GeneralError));
+    }
+
+    #[test]
+    fn grant_table_grants_ends_and_refuses_while_in_use() {
+        use xennet_ring::grant::GrantFlags;
+        // Stand-in for the mapped table: 16 entries, 8-byte aligned.
+        let mut mem = vec![0u64; 16];
+        let entries = NonNull::new(mem.as_mut_ptr() as *mut GrantEntryV1).unwrap();
+        // SAFETY: `mem` holds 16 aligned entries and outlives the table.
+        let t = unsafe { GrantTable::new(entries, 16) };
+        assert_eq!(t.free_refs(), 8);
+        let g = t.grant_access(DomId(3), Frame(0x1234), true).unwrap();
+        assert!(
+            g.0 >= GNTTAB_NR_RESERVED_ENTRIES,
+            "reserved refs are never granted"
+        );
+        let e = mem[g.0 as usize];
+        let flags = e as u16;
+        assert_eq!(
+            flags,
+            GrantFlags::PERMIT_ACCESS.bits() | GrantFlags::READONLY.bits()
+        );
+        assert_eq!((e >> 16) as u16, 3, "domid");
+        assert_eq!((e >> 32) as u32, 0x1234, "frame");
+        // The peer (the hypervisor, for a real table) marks it in use: end is refused.
+        mem[g.0 as usize] |= u64::from(GrantFlags::READING.bits());
+        assert_eq!(t.end_access(g), Err(GrantError::InUse(g)));
+        mem[g.0 as usize] &= !u64::from(GrantFlags::READING.bits());
+        t.end_access(g).unwrap();
+        assert_eq!(mem[g.0 as usize] as u16, 0, "flags cleared");
+        assert_eq!(t.end_access(g), Err(GrantError::BadRef(g)), "ended twice");
+        assert_eq!(
+            t.end_access(GrantRef(2)),
+            Err(GrantError::BadRef(GrantRef(2)))
+        );
+        assert_eq!(
+            t.grant_access(DomId(3), Frame(1 << 40), false),
+            Err(GrantError::BadFrame(Frame(1 << 40)))
+        );
+        let all: Vec<GrantRef> = (0..8)
+            .map(|_| t.grant_access(DomId(3), Frame(1), false).unwrap())
+            .collect();
+        assert_eq!(
+            t.grant_access(DomId(3), Frame(1), false),
+            Err(GrantError::TableFull)
+        );
+        for g in all {
+            t.end_access(g).unwrap();
+        }
+        assert_eq!(t.free_refs(), 8);
     }
 }
