@@ -3,19 +3,24 @@
 
 use alloc::vec::Vec;
 
-use xennet_ring::{DomId, Frame, FrameAlloc, GrantAccess, GrantRef};
+use xennet_ring::{DomId, Frame, FrameAlloc, GrantAccess, GrantRef, LocalMemory, PAGE_SIZE};
+
+/// What a page holds before it is granted.
+static ZERO_PAGE: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
 
 use crate::error::FrontError;
 
 /// `n` pages of our memory, each granted to `backend` (read-only for tx, writable for
-/// rx), addressed by a buffer id.
+/// rx), addressed by a buffer id. Each page is cleared before it is granted, so the
+/// backend never sees what the page held before (XSA-403: frontends leaking stale
+/// data through the unused part of granted pages).
 pub(crate) struct GrantedPages {
     pub(crate) frames: Vec<Frame>,
     pub(crate) grefs: Vec<GrantRef>,
 }
 
 impl GrantedPages {
-    pub(crate) fn new<P: GrantAccess + FrameAlloc>(
+    pub(crate) fn new<P: GrantAccess + FrameAlloc + LocalMemory>(
         platform: &P,
         backend: DomId,
         n: usize,
@@ -33,6 +38,11 @@ impl GrantedPages {
                     return Err(e.into());
                 }
             };
+            if let Err(e) = platform.write(frame, 0, &ZERO_PAGE) {
+                platform.free_frame(frame);
+                pages.release(platform);
+                return Err(e.into());
+            }
             match platform.grant_access(backend, frame, readonly) {
                 Ok(gref) => {
                     pages.frames.push(frame);

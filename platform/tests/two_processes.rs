@@ -7,6 +7,8 @@
 //! every GNTST outcome of a grant copy against those grants, the end-access refusal
 //! while it maps a page, and notifications that cross the process boundary and
 //! coalesce while masked. Bounded in time; the instance directory is removed.
+//! (Not part of the loom run: it is about processes, not interleavings.)
+#![cfg(not(loom))]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

@@ -66,11 +66,22 @@ impl PeerDomain {
 
     /// Pin `gref` for `user` and return the granted frame's byte offset in memory.
     fn pin(&self, user: DomId, gref: GrantRef, write: bool) -> Result<usize, GrantStatus> {
+        let mut pins = self.pins.lock().map_err(|_| GrantStatus::GeneralError)?;
+        self.pin_with(&mut pins, user, gref, write)
+    }
+
+    /// [`PeerDomain::pin`] with the pin counts already locked (a batch locks once).
+    fn pin_with(
+        &self,
+        pins: &mut [u16],
+        user: DomId,
+        gref: GrantRef,
+        write: bool,
+    ) -> Result<usize, GrantStatus> {
         let word = self
             .regions
             .grant_word(gref)
             .ok_or(GrantStatus::BadGntref)?;
-        let mut pins = self.pins.lock().map_err(|_| GrantStatus::GeneralError)?;
         let count = pins
             .get_mut(gref.0 as usize)
             .ok_or(GrantStatus::BadGntref)?;
@@ -79,7 +90,6 @@ impl PeerDomain {
         }
         flags::pin(word, user.0, write)?;
         *count += 1;
-        drop(pins);
         // Read once, after the pin: the granter wrote it before publishing the flags.
         let frame = self
             .regions
@@ -89,23 +99,27 @@ impl PeerDomain {
         match self.regions.frame_offset(u64::from(frame), 0, PAGE_SIZE) {
             Some(at) => Ok(at),
             None => {
-                self.unpin(gref);
+                self.unpin_with(pins, gref);
                 Err(GrantStatus::GeneralError)
             }
         }
     }
 
     fn unpin(&self, gref: GrantRef) {
+        if let Ok(mut pins) = self.pins.lock() {
+            self.unpin_with(&mut pins, gref);
+        }
+    }
+
+    fn unpin_with(&self, pins: &mut [u16], gref: GrantRef) {
         let Some(word) = self.regions.grant_word(gref) else {
             return;
         };
-        if let Ok(mut pins) = self.pins.lock() {
-            if let Some(c) = pins.get_mut(gref.0 as usize) {
-                if *c > 0 {
-                    *c -= 1;
-                    if *c == 0 {
-                        flags::unpin(word);
-                    }
+        if let Some(c) = pins.get_mut(gref.0 as usize) {
+            if *c > 0 {
+                *c -= 1;
+                if *c == 0 {
+                    flags::unpin(word);
                 }
             }
         }
@@ -172,7 +186,7 @@ impl GrantOps {
             .cloned()
     }
 
-    fn copy_one(&self, op: &GnttabCopy) -> GrantStatus {
+    fn copy_one_with(&self, op: &GnttabCopy, peers: &[Arc<PeerDomain>]) -> GrantStatus {
         let len = op.len as usize;
         if len > PAGE_SIZE
             || op.source.offset as usize + len > PAGE_SIZE
@@ -183,12 +197,14 @@ impl GrantOps {
         let mut held: [Option<(Arc<PeerDomain>, GrantRef)>; 2] = [None, None];
         let result = (|| {
             let src = self.resolve(
+                peers,
                 op.flags & GNTCOPY_SOURCE_GREF != 0,
                 &op.source,
                 false,
                 &mut held[0],
             )?;
             let dst = self.resolve(
+                peers,
                 op.flags & GNTCOPY_DEST_GREF != 0,
                 &op.dest,
                 true,
@@ -218,6 +234,7 @@ impl GrantOps {
     /// Resolve one side of a copy to (regions, byte offset of the page); pins grants.
     fn resolve(
         &self,
+        peers: &[Arc<PeerDomain>],
         is_gref: bool,
         ptr: &xennet_ring::grant::GnttabCopyPtr,
         write: bool,
@@ -233,7 +250,11 @@ impl GrantOps {
                 .ok_or(GrantStatus::BadCopyArg)?;
             return Ok((self.local.clone(), at));
         }
-        let peer = self.peer(DomId(ptr.domid)).ok_or(GrantStatus::BadDomain)?;
+        let peer = peers
+            .iter()
+            .find(|p| p.domid().0 == ptr.domid)
+            .cloned()
+            .ok_or(GrantStatus::BadDomain)?;
         let gref = GrantRef(u32::try_from(ptr.u).map_err(|_| GrantStatus::BadGntref)?);
         let at = peer.pin(self.me, gref, write)?;
         let regions = peer.regions.clone();
@@ -242,10 +263,108 @@ impl GrantOps {
     }
 }
 
+/// The peer a batch is working with, its pin counts locked for the batch.
+struct BatchPeer<'a> {
+    peer: &'a PeerDomain,
+    pins: std::sync::MutexGuard<'a, Vec<u16>>,
+}
+
+impl GrantOps {
+    /// One copy with one side local and the other a grant of `bp`'s peer (the data
+    /// path's shape): the peer is looked up and its pins locked once per batch.
+    fn copy_batched<'a>(
+        &self,
+        op: &GnttabCopy,
+        peers: &'a [Arc<PeerDomain>],
+        bp: &mut Option<BatchPeer<'a>>,
+    ) -> GrantStatus {
+        let len = op.len as usize;
+        if len > PAGE_SIZE
+            || op.source.offset as usize + len > PAGE_SIZE
+            || op.dest.offset as usize + len > PAGE_SIZE
+        {
+            return GrantStatus::BadCopyArg;
+        }
+        let src_gref = op.flags & GNTCOPY_SOURCE_GREF != 0;
+        let (gptr, lptr) = if src_gref {
+            (&op.source, &op.dest)
+        } else {
+            (&op.dest, &op.source)
+        };
+        if lptr.domid != DomId::SELF.0 && lptr.domid != self.me.0 {
+            return GrantStatus::PermissionDenied;
+        }
+        let Some(local_at) = self.local.frame_offset(lptr.u, 0, PAGE_SIZE) else {
+            return GrantStatus::BadCopyArg;
+        };
+        if bp.as_ref().map(|b| b.peer.domid().0) != Some(gptr.domid) {
+            *bp = None;
+            let Some(peer) = peers.iter().find(|p| p.domid().0 == gptr.domid) else {
+                return GrantStatus::BadDomain;
+            };
+            let Ok(pins) = peer.pins.lock() else {
+                return GrantStatus::GeneralError;
+            };
+            *bp = Some(BatchPeer { peer, pins });
+        }
+        let Some(b) = bp.as_mut() else {
+            return GrantStatus::GeneralError;
+        };
+        let Ok(g) = u32::try_from(gptr.u) else {
+            return GrantStatus::BadGntref;
+        };
+        let gref = GrantRef(g);
+        let peer_at = match b.peer.pin_with(&mut b.pins, self.me, gref, !src_gref) {
+            Ok(at) => at,
+            Err(s) => return s,
+        };
+        let ok = if src_gref {
+            self.local.memory.copy_from(
+                local_at + op.dest.offset as usize,
+                &b.peer.regions.memory,
+                peer_at + op.source.offset as usize,
+                len,
+            )
+        } else {
+            b.peer.regions.memory.copy_from(
+                peer_at + op.dest.offset as usize,
+                &self.local.memory,
+                local_at + op.source.offset as usize,
+                len,
+            )
+        };
+        b.peer.unpin_with(&mut b.pins, gref);
+        if ok {
+            GrantStatus::Okay
+        } else {
+            GrantStatus::BadCopyArg
+        }
+    }
+}
+
 impl GrantCopy for GrantOps {
+    /// Each op gets its own status. Ops with exactly one grant side (what the drivers
+    /// issue) look the peer up and lock its pin counts once per batch; others take the
+    /// general path.
     fn grant_copy(&self, ops: &mut [GnttabCopy]) -> Result<(), GrantStatus> {
+        let Ok(peers) = self.peers.read() else {
+            for op in ops.iter_mut() {
+                op.status = GrantStatus::GeneralError.raw();
+            }
+            return Ok(());
+        };
+        let mut bp: Option<BatchPeer<'_>> = None;
         for op in ops.iter_mut() {
-            op.status = self.copy_one(op).raw();
+            let grefs = op.flags & (GNTCOPY_SOURCE_GREF | GNTCOPY_DEST_GREF);
+            let one_side = grefs == GNTCOPY_SOURCE_GREF || grefs == GNTCOPY_DEST_GREF;
+            op.status = if one_side {
+                self.copy_batched(op, &peers, &mut bp)
+            } else {
+                // Both sides local or both grants: rare; not under the batch's lock.
+                bp = None;
+                self.copy_one_with(op, &peers)
+            }
+            .raw();
         }
         Ok(())
     }
