@@ -598,12 +598,17 @@ vifs = ["mac=00:16:3e:00:03:01,ip=128.153.144.210,script=vif-route"]
     let inst = Instance::new();
     std::fs::create_dir_all(&inst.dir).unwrap();
     let bad = inst.dir.join("bad.toml");
+    let up = |extra: &[&str]| {
+        Command::new(EXE)
+            .args(["up", "--config", bad.to_str().unwrap()])
+            .args(extra)
+            .arg("--dir")
+            .arg(&inst.dir)
+            .output()
+            .unwrap()
+    };
     std::fs::write(&bad, "[driver_domain]\nmode = \"switch\"\n").unwrap();
-    let out = Command::new(EXE)
-        .args(["up", "--config", bad.to_str().unwrap(), "--dir"])
-        .arg(&inst.dir)
-        .output()
-        .unwrap();
+    let out = up(&[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("driver_domain.mode"), "{}", text(&out));
     std::fs::write(
@@ -611,25 +616,10 @@ vifs = ["mac=00:16:3e:00:03:01,ip=128.153.144.210,script=vif-route"]
         "[[guest]]\ndomid = 2\nvifs = [\"mac=00:16:3e:00:00:zz\"]\n",
     )
     .unwrap();
-    let out = Command::new(EXE)
-        .args(["up", "--config", bad.to_str().unwrap(), "--dir"])
-        .arg(&inst.dir)
-        .output()
-        .unwrap();
+    let out = up(&[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("guest[0].vifs[0]"), "{}", text(&out));
-    let out = Command::new(EXE)
-        .args([
-            "up",
-            "--config",
-            bad.to_str().unwrap(),
-            "--mode",
-            "nat",
-            "--dir",
-        ])
-        .arg(&inst.dir)
-        .output()
-        .unwrap();
+    let out = up(&["--mode", "nat"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("--mode"), "{}", text(&out));
 }

@@ -673,7 +673,14 @@ mod tests {
         use xennet_ring::grant::GrantFlags;
         // Stand-in for the mapped table: 16 entries, 8-byte aligned.
         let mut mem = vec![0u64; 16];
-        let entries = NonNull::new(mem.as_mut_ptr() as *mut GrantEntryV1).unwrap();
+        let base = mem.as_mut_ptr();
+        let entries = NonNull::new(base as *mut GrantEntryV1).unwrap();
+        // Every access below goes through `base`, as the hypervisor's would: atomics on
+        // the entry's words (never a reference to `mem` while the table lives).
+        let entry = |i: u32| {
+            // SAFETY: i < 16, `mem` outlives every use, and u64 entries are 8-aligned.
+            unsafe { &*(base.add(i as usize) as *const core::sync::atomic::AtomicU64) }
+        };
         // SAFETY: `mem` holds 16 aligned entries and outlives the table.
         let t = unsafe { GrantTable::new(entries, 16) };
         assert_eq!(t.free_refs(), 8);
@@ -682,7 +689,7 @@ mod tests {
             g.0 >= GNTTAB_NR_RESERVED_ENTRIES,
             "reserved refs are never granted"
         );
-        let e = mem[g.0 as usize];
+        let e = entry(g.0).load(Ordering::SeqCst);
         let flags = e as u16;
         assert_eq!(
             flags,
@@ -691,11 +698,11 @@ mod tests {
         assert_eq!((e >> 16) as u16, 3, "domid");
         assert_eq!((e >> 32) as u32, 0x1234, "frame");
         // The peer (the hypervisor, for a real table) marks it in use: end is refused.
-        mem[g.0 as usize] |= u64::from(GrantFlags::READING.bits());
+        entry(g.0).fetch_or(u64::from(GrantFlags::READING.bits()), Ordering::SeqCst);
         assert_eq!(t.end_access(g), Err(GrantError::InUse(g)));
-        mem[g.0 as usize] &= !u64::from(GrantFlags::READING.bits());
+        entry(g.0).fetch_and(!u64::from(GrantFlags::READING.bits()), Ordering::SeqCst);
         t.end_access(g).unwrap();
-        assert_eq!(mem[g.0 as usize] as u16, 0, "flags cleared");
+        assert_eq!(entry(g.0).load(Ordering::SeqCst) as u16, 0, "flags cleared");
         assert_eq!(t.end_access(g), Err(GrantError::BadRef(g)), "ended twice");
         assert_eq!(
             t.end_access(GrantRef(2)),

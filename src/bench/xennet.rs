@@ -52,24 +52,29 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// `tx`: guest transmit into the driver domain.
 pub fn tx(case: &Case) -> io::Result<Sample> {
-    let inst = Instance::new("tx", &[GUEST_A])?;
-    let mut back = inst.spawn("xennet-back-tx", None, case, 0)?;
-    let mut send = inst.spawn("xennet-front-send", Some(GUEST_A), case, 1)?;
-    let s = send.report();
-    let r = back.report();
-    let (s, r) = (s?, r?);
-    Ok(Sample::from_reports("tx", case, &s, &r, s.drops + r.drops))
+    one_guest("tx", "xennet-back-tx", "xennet-front-send", case, false)
 }
 
 /// `rx`: the driver domain sends to a guest.
 pub fn rx(case: &Case) -> io::Result<Sample> {
-    let inst = Instance::new("rx", &[GUEST_A])?;
-    let mut back = inst.spawn("xennet-back-rx", None, case, 0)?;
-    let mut recv = inst.spawn("xennet-front-recv", Some(GUEST_A), case, 1)?;
-    let s = back.report();
-    let r = recv.report();
-    let (s, r) = (s?, r?);
-    Ok(Sample::from_reports("rx", case, &s, &r, s.drops + r.drops))
+    one_guest("rx", "xennet-back-rx", "xennet-front-recv", case, true)
+}
+
+/// A driver domain and one guest; `back_sends` says which of them is the sender.
+fn one_guest(
+    path: &str,
+    back_role: &str,
+    front_role: &str,
+    case: &Case,
+    back_sends: bool,
+) -> io::Result<Sample> {
+    let inst = Instance::new(path, &[GUEST_A])?;
+    let mut back = inst.spawn(back_role, None, case, 0)?;
+    let mut front = inst.spawn(front_role, Some(GUEST_A), case, 1)?;
+    let (b, f) = (back.report(), front.report());
+    let (b, f) = (b?, f?);
+    let (s, r) = if back_sends { (b, f) } else { (f, b) };
+    Ok(Sample::from_reports(path, case, &s, &r, s.drops + r.drops))
 }
 
 /// `bridge`: guest 1 -> bridge -> guest 2, the driver domain forwarding.
@@ -741,6 +746,22 @@ fn front(case: &Case, env: &WorkerEnv, send: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Take tx answers; when there are none, wait for some (spin, then sleep). False once
+/// the backend has gone quiet.
+fn reap_or_wait(w: &mut Waiter, events: &EventChannels, front: &mut Front) -> io::Result<bool> {
+    let fail = |e: xennet_netfront::FrontError| err("netfront")(e.to_string());
+    if front.poll_tx().map_err(fail)? > 0 {
+        w.progress();
+        return Ok(true);
+    }
+    w.idle(
+        events,
+        front,
+        |f| Ok(f.poll_tx().map_err(fail)? > 0),
+        |f| f.final_check().map_err(fail),
+    )
+}
+
 /// Send every frame in batches of `case.batch`; wait for every answer.
 fn transmit(case: &Case, events: &EventChannels, front: &mut Front) -> io::Result<WorkerReport> {
     let src = front.mac();
@@ -768,40 +789,18 @@ fn transmit(case: &Case, events: &EventChannels, front: &mut Front) -> io::Resul
                 None | Some(xennet_netfront::SendError::Busy) => {}
                 Some(e) => return Err(io::Error::other(format!("send: {e}"))),
             }
-            if off < n {
-                // Ring or buffers full: take answers, waiting for them if need be.
-                if front.poll_tx().map_err(fail)? == 0 {
-                    let more = w.idle(
-                        events,
-                        front,
-                        |f| Ok(f.poll_tx().map_err(fail)? > 0),
-                        |f| f.final_check().map_err(fail),
-                    )?;
-                    if !more {
-                        stalled = true;
-                        seq += off as u64;
-                        break 'send;
-                    }
-                } else {
-                    w.progress();
-                }
+            // Ring or buffers full: take answers, waiting for them if need be.
+            if off < n && !reap_or_wait(&mut w, events, front)? {
+                stalled = true;
+                seq += off as u64;
+                break 'send;
             }
         }
         seq += n as u64;
         front.poll_tx().map_err(fail)?;
     }
     while !stalled && front.tx_in_flight() > 0 {
-        if front.poll_tx().map_err(fail)? > 0 {
-            w.progress();
-            continue;
-        }
-        let more = w.idle(
-            events,
-            front,
-            |f| Ok(f.poll_tx().map_err(fail)? > 0),
-            |f| f.final_check().map_err(fail),
-        )?;
-        if !more {
+        if !reap_or_wait(&mut w, events, front)? {
             break;
         }
     }
