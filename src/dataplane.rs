@@ -43,6 +43,8 @@ pub struct Dataplane {
     pub departed: Vec<(String, VifCounters)>,
     epoch: StdInstant,
     scratch: Vec<(PortId, Vec<u8>)>,
+    /// The switch's deliveries of one pass (kept, so a pass allocates nothing).
+    deliveries: Vec<(PortId, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
     woken: Vec<Port>,
 }
@@ -72,6 +74,7 @@ impl Dataplane {
             departed: Vec::new(),
             epoch: StdInstant::now(),
             scratch: Vec::new(),
+            deliveries: Vec::new(),
             spare: Vec::new(),
             woken: Vec::new(),
         }
@@ -123,7 +126,7 @@ impl Dataplane {
                 broken.push(port);
             }
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.deliveries);
         for (port, f) in frames.drain(..) {
             moved = true;
             self.dd.input(
@@ -154,6 +157,7 @@ impl Dataplane {
                 self.spare.push(f);
             }
         }
+        self.deliveries = out;
         for v in &mut self.vifs {
             match v.vif.process_rx(snow) {
                 Ok(n) => moved |= n > 0,

@@ -166,6 +166,7 @@ pub fn round_trip_matrix(
 ) -> Result<RoundTrip, String> {
     let sg = front.features().sg;
     let mut out = RoundTrip::default();
+    let mut back: Vec<Vec<u8>> = Vec::new();
     let deadline = Instant::now() + limit;
     for (k, &size) in ROUND_TRIP_SIZES.iter().enumerate() {
         let mut want = Vec::new();
@@ -184,15 +185,15 @@ pub fn round_trip_matrix(
             while front.tx_room() < 20 && Instant::now() < deadline {
                 pump(front);
                 front.poll_tx().map_err(|e| e.to_string())?;
-                receive_into(front, &mut out.frames)?;
+                receive_into(front, &mut back)?;
             }
         }
-        while out.frames.len() < want.len() && Instant::now() < deadline {
+        while back.len() < want.len() && Instant::now() < deadline {
             pump(front);
             front.poll_tx().map_err(|e| e.to_string())?;
-            receive_into(front, &mut out.frames)?;
+            receive_into(front, &mut back)?;
         }
-        let got = std::mem::take(&mut out.frames);
+        let got = std::mem::take(&mut back);
         if got.len() != want.len() {
             return Err(format!(
                 "{size} bytes: {} of {} frames came back",
@@ -227,5 +228,4 @@ pub struct RoundTrip {
     pub echoed: u64,
     /// Frames the frontend refused (over a page without scatter-gather).
     pub refused: u64,
-    frames: Vec<Vec<u8>>,
 }

@@ -50,8 +50,9 @@ enum Command {
     BenchWorker(WorkerArgs),
 }
 
+/// The driver domain's switch, as `demo` and `up` take it on the command line.
 #[derive(Args)]
-struct DemoArgs {
+struct SwitchArgs {
     /// How the driver domain connects guests: bridge, route (with proxy ARP) or nat.
     #[arg(long, default_value = "bridge", value_parser = ["bridge", "route", "nat"])]
     mode: String,
@@ -62,9 +63,16 @@ struct DemoArgs {
     /// What is behind peth0: `sim` (a simulated remote host) or `tap:NAME`.
     #[arg(long, default_value = "sim")]
     uplink: String,
-    /// Capture a port's frames: `PORT=FILE.pcap` (repeatable; ports vif1.0, peth0...).
+    /// Capture a port's frames: `PORT=FILE.pcap` (repeatable; ports vif1.0, peth0...;
+    /// a vif port may be named before its guest starts).
     #[arg(long, value_name = "PORT=FILE")]
     capture: Vec<String>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    switch: SwitchArgs,
     /// Number of guest domains.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
     guests: u16,
@@ -77,21 +85,21 @@ struct DemoArgs {
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
-    let mode = parse_mode(&args.mode);
-    let uplink = match args.uplink.parse() {
+    let mode = parse_mode(&args.switch.mode);
+    let uplink = match args.switch.uplink.parse() {
         Ok(u) => u,
         Err(e) => {
             eprintln!("xennet demo: --uplink: {e}");
             return ExitCode::from(2);
         }
     };
-    let captures = match parse_captures("demo", &args.capture) {
+    let captures = match parse_captures("demo", &args.switch.capture) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let opts = xennet::demo::DemoOptions {
         mode,
-        proxy_arp: !args.no_proxy_arp,
+        proxy_arp: !args.switch.no_proxy_arp,
         uplink,
         captures,
         guests: args.guests,
@@ -346,19 +354,8 @@ impl DirArg {
 struct UpArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// How the driver domain connects guests: bridge, route (with proxy ARP) or nat.
-    #[arg(long, default_value = "bridge", value_parser = ["bridge", "route", "nat"])]
-    mode: String,
-    /// Route mode: proxy ARP off on the uplink.
-    #[arg(long)]
-    no_proxy_arp: bool,
-    /// What is behind peth0: `sim` (a simulated remote host) or `tap:NAME`.
-    #[arg(long, default_value = "sim")]
-    uplink: String,
-    /// Capture a port's frames: `PORT=FILE.pcap` (repeatable; vif ports may be named
-    /// before their guest starts).
-    #[arg(long, value_name = "PORT=FILE")]
-    capture: Vec<String>,
+    #[command(flatten)]
+    switch: SwitchArgs,
     /// Queues offered to each frontend (`multi-queue-max-queues`).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=8))]
     max_queues: u16,
@@ -521,20 +518,20 @@ fn parse_captures(cmd: &str, list: &[String]) -> Result<Vec<(String, PathBuf)>, 
 }
 
 fn cli_up(a: UpArgs) -> ExitCode {
-    let uplink = match a.uplink.parse() {
+    let uplink = match a.switch.uplink.parse() {
         Ok(u) => u,
         Err(e) => {
             eprintln!("xennet up: --uplink: {e}");
             return ExitCode::from(2);
         }
     };
-    let captures = match parse_captures("up", &a.capture) {
+    let captures = match parse_captures("up", &a.switch.capture) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let mut opts = xennet::toolstack::up::UpOptions::new(a.dir.dir());
-    opts.mode = parse_mode(&a.mode);
-    opts.proxy_arp = !a.no_proxy_arp;
+    opts.mode = parse_mode(&a.switch.mode);
+    opts.proxy_arp = !a.switch.no_proxy_arp;
     opts.uplink = uplink;
     opts.captures = captures;
     opts.max_queues = usize::from(a.max_queues);

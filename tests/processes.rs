@@ -502,7 +502,7 @@ fn frames_of_every_size_round_trip_across_processes_with_and_without_sg() {
     use xennet::netfront::xenbus::FrontOptions;
     use xennet::netfront::Features;
     for (sg, queues) in [(true, 1), (true, 4), (false, 1), (false, 4)] {
-        let mut inst = bx::Instance::with_queues("echo", &[1], 4).unwrap();
+        let mut inst = bx::Instance::new("echo", &[1]).unwrap();
         inst.use_exe(EXE);
         let case = Case {
             frame_bytes: 60,

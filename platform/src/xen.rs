@@ -151,7 +151,13 @@ pub struct GnttabSetupTable {
 pub struct GrantTable {
     entries: NonNull<GrantEntryV1>,
     count: u32,
-    free: std::sync::Mutex<Vec<u32>>,
+    refs: std::sync::Mutex<Refs>,
+}
+
+/// Which refs are free (a stack) and which are granted (by index).
+struct Refs {
+    free: Vec<u32>,
+    granted: Vec<bool>,
 }
 
 // SAFETY: the table is shared memory accessed only through atomics (the flags word)
@@ -169,11 +175,14 @@ impl GrantTable {
     /// (8-byte aligned) for as long as this value lives, and nothing else in this
     /// domain may grant or end access on refs at or above the reserved ones.
     pub unsafe fn new(entries: NonNull<GrantEntryV1>, count: u32) -> GrantTable {
-        let free = (GNTTAB_NR_RESERVED_ENTRIES..count).rev().collect();
+        let refs = Refs {
+            free: (GNTTAB_NR_RESERVED_ENTRIES..count).rev().collect(),
+            granted: vec![false; count as usize],
+        };
         GrantTable {
             entries,
             count,
-            free: std::sync::Mutex::new(free),
+            refs: std::sync::Mutex::new(refs),
         }
     }
 
@@ -193,7 +202,7 @@ impl GrantTable {
 
     /// Refs free to grant.
     pub fn free_refs(&self) -> usize {
-        self.free.lock().map(|f| f.len()).unwrap_or(0)
+        self.refs.lock().map(|r| r.free.len()).unwrap_or(0)
     }
 }
 
@@ -205,16 +214,12 @@ impl GrantAccess for GrantTable {
         readonly: bool,
     ) -> Result<GrantRef, GrantError> {
         let fr = u32::try_from(frame.0).map_err(|_| GrantError::BadFrame(frame))?;
-        let gref = GrantRef(
-            self.free
-                .lock()
-                .map_err(|_| GrantError::TableFull)?
-                .pop()
-                .ok_or(GrantError::TableFull)?,
-        );
+        let mut refs = self.refs.lock().map_err(|_| GrantError::TableFull)?;
+        let gref = GrantRef(refs.free.pop().ok_or(GrantError::TableFull)?);
         let Some((word, fword)) = self.words(gref) else {
             return Err(GrantError::BadRef(gref));
         };
+        refs.granted[gref.0 as usize] = true;
         fword.store(fr, Ordering::Relaxed);
         flags::publish(word, domid.0, readonly);
         Ok(gref)
@@ -222,14 +227,15 @@ impl GrantAccess for GrantTable {
 
     fn end_access(&self, gref: GrantRef) -> Result<(), GrantError> {
         let (word, _) = self.words(gref).ok_or(GrantError::BadRef(gref))?;
-        let mut free = self.free.lock().map_err(|_| GrantError::BadRef(gref))?;
-        if free.contains(&gref.0) {
+        let mut refs = self.refs.lock().map_err(|_| GrantError::BadRef(gref))?;
+        if !refs.granted[gref.0 as usize] {
             return Err(GrantError::BadRef(gref));
         }
         if !flags::end_access(word) {
             return Err(GrantError::InUse(gref));
         }
-        free.push(gref.0);
+        refs.granted[gref.0 as usize] = false;
+        refs.free.push(gref.0);
         Ok(())
     }
 }

@@ -108,14 +108,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// An instance for `path` with one vif per guest, offering one queue.
+    /// An instance for `path` with one vif per guest (the backend decides how many
+    /// queues it offers: one on the measured paths, netback's maximum for the echo).
     pub fn new(path: &str, guests: &[u16]) -> io::Result<Instance> {
-        Instance::with_queues(path, guests, 1)
-    }
-
-    /// An instance whose vif nodes say `max_queues` (the toolstack's view; the echo
-    /// backend offers netback's maximum, the measured paths one queue).
-    pub fn with_queues(path: &str, guests: &[u16], max_queues: u32) -> io::Result<Instance> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         if SEQ.load(Ordering::Relaxed) == 0 {
             remove_stale_instances();
@@ -148,7 +143,6 @@ impl Instance {
                 script: "vif-bridge".into(),
                 rate: None,
                 vifname: None,
-                max_queues,
             };
             for w in nodes.writes() {
                 xs.write(&w.path, &w.value).map_err(io::Error::other)?;
@@ -627,9 +621,10 @@ fn forward(
         let mut out = (0, 0, 0, 0);
         for v in &plane.vifs {
             let c = v.vif.counters();
-            match v.vif.name() {
-                n if n == format!("vif{GUEST_B}.0") => out.0 = c.rx_packets,
-                _ => out.3 = c.tx_packets,
+            if v.vif.domid.0 == GUEST_B {
+                out.0 = c.rx_packets;
+            } else {
+                out.3 = c.tx_packets;
             }
             out.1 += c.notify_sent;
             out.2 += c.tx_errors + c.rx_dropped();
@@ -724,18 +719,10 @@ pub fn connect_guest(
     Ok((front, link, events))
 }
 
-/// Connect a guest's netfront through XenStore.
-fn connect_front(
-    env: &WorkerEnv,
-    domid: u16,
-) -> io::Result<(Front, fe::FrontLink, Arc<EventChannels>)> {
-    connect_guest(&env.dir, domid, &fe::FrontOptions::default())
-}
-
 fn front(case: &Case, env: &WorkerEnv, send: bool) -> io::Result<()> {
     sys::pin_to_cpu(env.cpu);
     let domid = env.domid.unwrap_or(GUEST_A);
-    let (mut front, _link, events) = connect_front(env, domid)?;
+    let (mut front, _link, events) = connect_guest(&env.dir, domid, &fe::FrontOptions::default())?;
     let report = if send {
         transmit(case, &events, &mut front)?
     } else {

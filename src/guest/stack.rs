@@ -105,6 +105,9 @@ pub struct GuestStack<D: Device> {
     next_port: u16,
     me: (EthernetAddress, Ipv4Address),
     echo_requests: Vec<EchoRequest>,
+    /// Frame buffers the interceptor reuses.
+    spare: Vec<Vec<u8>>,
+    held: Option<Vec<u8>>,
 }
 
 /// Echo requests waiting for an answer; more are ignored (like a flooded host).
@@ -115,20 +118,30 @@ struct Intercept<'a, D> {
     inner: &'a mut D,
     me: (EthernetAddress, Ipv4Address),
     requests: &'a mut Vec<EchoRequest>,
+    spare: &'a mut Vec<Vec<u8>>,
+    /// A received frame waiting for a transmit token (smoltcp takes both together).
+    held: &'a mut Option<Vec<u8>>,
 }
 
-/// A received frame the interceptor passed on.
-struct Frame(Vec<u8>);
+/// A received frame the interceptor passed on; its buffer goes back to the pool.
+struct Frame<'a> {
+    buf: Vec<u8>,
+    spare: &'a mut Vec<Vec<u8>>,
+}
 
-impl phy::RxToken for Frame {
+impl phy::RxToken for Frame<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let r = f(&self.buf);
+        if self.spare.len() < ECHO_BACKLOG {
+            self.spare.push(self.buf);
+        }
+        r
     }
 }
 
 impl<D: Device> Device for Intercept<'_, D> {
     type RxToken<'b>
-        = Frame
+        = Frame<'b>
     where
         Self: 'b;
     type TxToken<'b>
@@ -137,21 +150,43 @@ impl<D: Device> Device for Intercept<'_, D> {
         Self: 'b;
 
     fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        loop {
-            let (rx, _) = self.inner.receive(t)?;
-            let frame = phy::RxToken::consume(rx, |f| f.to_vec());
-            match EchoRequest::parse(&frame, self.me.0, self.me.1) {
-                Some(req) => {
-                    if self.requests.len() < ECHO_BACKLOG {
-                        self.requests.push(req);
+        if self.held.is_none() {
+            loop {
+                let (rx, _) = self.inner.receive(t)?;
+                let me = self.me;
+                let mut buf = self.spare.pop().unwrap_or_default();
+                let req = phy::RxToken::consume(rx, |f| match EchoRequest::parse(f, me.0, me.1) {
+                    Some(req) => Some(req),
+                    None => {
+                        buf.clear();
+                        buf.extend_from_slice(f);
+                        None
                     }
-                }
-                None => {
-                    let tx = self.inner.transmit(t)?;
-                    return Some((Frame(frame), tx));
+                });
+                match req {
+                    Some(req) => {
+                        self.spare.push(buf);
+                        if self.requests.len() < ECHO_BACKLOG {
+                            self.requests.push(req);
+                        }
+                    }
+                    None => {
+                        *self.held = Some(buf);
+                        break;
+                    }
                 }
             }
         }
+        // No room to answer right now: the frame stays held for the next poll.
+        let tx = self.inner.transmit(t)?;
+        let buf = self.held.take()?;
+        Some((
+            Frame {
+                buf,
+                spare: self.spare,
+            },
+            tx,
+        ))
     }
 
     fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
@@ -214,6 +249,8 @@ impl<D: Device> GuestStack<D> {
             next_port: 49152,
             me: (EthernetAddress(mac), cidr.address()),
             echo_requests: Vec::new(),
+            spare: Vec::new(),
+            held: None,
         };
         stack.listen();
         // Bind cannot fail for a fresh socket with a non-zero ident.
@@ -248,6 +285,8 @@ impl<D: Device> GuestStack<D> {
             inner: &mut self.device,
             me: self.me,
             requests: &mut self.echo_requests,
+            spare: &mut self.spare,
+            held: &mut self.held,
         };
         self.iface.poll(t, &mut dev, &mut self.sockets);
     }

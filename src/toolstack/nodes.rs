@@ -55,8 +55,6 @@ pub struct VifNodes {
     pub rate: Option<(u64, u64)>,
     /// `vifname=`.
     pub vifname: Option<String>,
-    /// Queues the backend offers (`multi-queue-max-queues`).
-    pub max_queues: u32,
 }
 
 /// One write the toolstack performs.
@@ -179,7 +177,6 @@ mod tests {
             script: "vif-bridge".into(),
             rate: Some((1_250_000, 50_000)),
             vifname: None,
-            max_queues: 1,
         }
     }
 

@@ -556,7 +556,6 @@ impl Up {
                 .rate
                 .map(|r| (r.bytes_per_interval, u64::from(r.interval_us))),
             vifname: spec.vifname.clone(),
-            max_queues: self.opts.max_queues as u32,
         };
         if let Err(e) = self.xsd.introduce(domid) {
             self.plane.dd.remove_port(port);
