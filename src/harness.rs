@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xennet_netback::vif::{NetbackQueue, QueueSetup, Vif, VifError};
+use xennet_netback::vif::{CtrlRing, NetbackQueue, QueueSetup, Vif, VifError};
 use xennet_netfront::{Features, FrontConfig, FrontError, Netfront};
 use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps, PeerDomain, ShmError};
 use xennet_ring::{DomId, Port};
@@ -116,6 +116,27 @@ pub fn connect_pair(
     let mut vif = Vif::new(gid, devid, qs);
     vif.set_rx_sg(features.sg);
     Ok((front, vif, ports))
+}
+
+/// Give a wired pair a control ring, as the handshake does when the backend offers
+/// `feature-ctrl-ring`: the frontend then asks for staging grants (and, with several
+/// queues, sets its hash), answered as the backend is polled. Returns (guest port,
+/// backend port) of `event-channel-ctrl`.
+pub fn enable_ctrl(
+    backend: &Side,
+    guest: &Side,
+    front: &mut Front,
+    back: &mut Back,
+) -> Result<(Port, Port), WireError> {
+    let (gid, bid) = (guest.domain.domid(), backend.domain.domid());
+    let gp = guest.events.alloc_unbound(bid)?;
+    let bp = backend.events.bind_interdomain(gid, gp)?;
+    let ring_ref = front
+        .enable_ctrl(guest.events.port(gp))
+        .map_err(WireError::Front)?;
+    let ring = CtrlRing::connect(&backend.ops, gid, ring_ref, backend.events.port(bp))?;
+    back.attach_ctrl(ring);
+    Ok((gp, bp))
 }
 
 /// The echo backend of the round-trip tests: every frame the guest transmits is queued

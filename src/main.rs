@@ -169,7 +169,7 @@ struct BenchArgs {
     /// Batch sizes to sweep (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "N")]
     batches: Vec<usize>,
-    /// Measure only these paths (comma-separated: tx, rx, bridge, socketpair, veth).
+    /// Measure only these paths (comma-separated: tx, rx, bridge, tx-copy, rx-copy, socketpair, veth).
     #[arg(long, value_delimiter = ',', value_name = "PATHS")]
     paths: Vec<String>,
 }
@@ -224,7 +224,9 @@ fn bench(args: BenchArgs) -> ExitCode {
     paths.extend(peers);
     for p in &args.paths {
         if !paths.iter().any(|x| x.name == p) && !matches!(p.as_str(), "veth") {
-            eprintln!("bench: unknown path {p} (tx, rx, bridge, socketpair, veth)");
+            eprintln!(
+                "bench: unknown path {p} (tx, rx, bridge, tx-copy, rx-copy, socketpair, veth)"
+            );
             return ExitCode::FAILURE;
         }
     }
@@ -240,6 +242,8 @@ fn bench(args: BenchArgs) -> ExitCode {
     };
     let (samples, failures) = bench::run(&paths, &opts);
     print!("{}", bench::report::table(&samples));
+    let memcpy_time = std::time::Duration::from_millis(if args.quick { 50 } else { 300 });
+    print!("{}", bench::report::memcpy_section(&samples, memcpy_time));
     let mut ok = failures.is_empty();
     for f in &failures {
         eprintln!("bench: FAILED {f}");

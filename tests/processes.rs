@@ -543,6 +543,21 @@ fn frames_of_every_size_round_trip_across_processes_with_and_without_sg() {
         );
         assert_eq!(c.tx_packets, echoed);
         assert_eq!(c.rx_packets, echoed);
+        // The control ring crossed the process boundary too: every buffer page is
+        // kept mapped by the driver domain, and with several queues the hash is set.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !front.ctrl_state().is_some_and(|s| s.done) && Instant::now() < deadline {
+            front.poll_tx().unwrap();
+            if !front.final_check().unwrap() {
+                events.wait_into(Some(Duration::from_millis(5)), &mut woken);
+            }
+        }
+        let st = front
+            .ctrl_state()
+            .expect("the echo backend offers feature-ctrl-ring");
+        assert!(st.done, "{st:?}");
+        assert_eq!(st.static_grants, queues * 512, "{st:?}");
+        assert_eq!((st.refused, st.hash), (0, queues > 1), "{st:?}");
     }
 }
 

@@ -19,7 +19,7 @@ use xennet_platform::xenstore::xenbus::{
 use xennet_platform::xenstore::{NodeError, XenbusState, XsClient, XsError};
 use xennet_ring::{DomId, GrantRef, Port};
 
-use crate::vif::{NetbackQueue, QueueSetup, Vif, VifError};
+use crate::vif::{CtrlRing, NetbackQueue, QueueSetup, Vif, VifError};
 
 /// A vif on the process platform.
 pub type ShmVif = Vif<GrantOps, Domain, EventPort>;
@@ -69,6 +69,27 @@ pub struct BackendDevice {
     pub rate: Option<(u64, Duration)>,
     /// Queues offered.
     pub max_queues: usize,
+    /// Whether `feature-ctrl-ring` was offered.
+    pub ctrl_ring: bool,
+}
+
+/// What a backend offers a frontend beyond the fixed features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// Queues offered (`multi-queue-max-queues`, clamped to [`MAX_QUEUES`]).
+    pub max_queues: usize,
+    /// `feature-ctrl-ring`: staging grants and Toeplitz hash settings.
+    pub ctrl_ring: bool,
+}
+
+impl Offer {
+    /// Everything this backend can do, with `max_queues` queues.
+    pub fn full(max_queues: usize) -> Offer {
+        Offer {
+            max_queues,
+            ctrl_ring: true,
+        }
+    }
 }
 
 /// One queue's rings and channel as the frontend published them.
@@ -93,12 +114,23 @@ pub struct FrontendParams {
     pub sg: bool,
     /// `feature-gso-tcpv4`.
     pub gso_tcpv4: bool,
+    /// `ctrl-ring-ref` and `event-channel-ctrl`, when the frontend set up a control
+    /// ring (only read if `feature-ctrl-ring` was offered).
+    pub ctrl: Option<(GrantRef, Port)>,
 }
 
-/// Reads a device's backend directory, advertises the backend's features and
-/// goes InitWait. The `frontend` node must name the frontend domain's own
-/// device directory (a toolstack bug or a forged node is refused).
+/// Reads a device's backend directory, advertises the backend's features (all of
+/// them: [`Offer::full`]) and goes InitWait. The `frontend` node must name the
+/// frontend domain's own device directory (a toolstack bug or a forged node is
+/// refused).
 pub fn probe(xs: &XsClient, path: &str, max_queues: usize) -> Result<BackendDevice, XenbusError> {
+    probe_with(xs, path, Offer::full(max_queues))
+}
+
+/// [`probe`] offering what `offer` says (a backend without the control ring serves
+/// frontends by plain grant copy).
+pub fn probe_with(xs: &XsClient, path: &str, offer: Offer) -> Result<BackendDevice, XenbusError> {
+    let max_queues = offer.max_queues;
     let frontend = xs.read_string(&format!("{path}/frontend"))?;
     let frontend_id = DomId(read_num(xs, &format!("{path}/frontend-id"))?);
     let devid: u32 = read_num(xs, &format!("{path}/handle"))?;
@@ -139,6 +171,7 @@ pub fn probe(xs: &XsClient, path: &str, max_queues: usize) -> Result<BackendDevi
         devid,
         rate,
         max_queues,
+        ctrl_ring: offer.ctrl_ring,
     };
     xs.transact(|tx| {
         let put = |k: &str, v: &str| tx.write(&format!("{path}/{k}"), v);
@@ -149,6 +182,7 @@ pub fn probe(xs: &XsClient, path: &str, max_queues: usize) -> Result<BackendDevi
         put("feature-split-event-channels", "1")?;
         put("feature-multicast-control", "0")?;
         put("multi-queue-max-queues", &max_queues.to_string())?;
+        put("feature-ctrl-ring", if offer.ctrl_ring { "1" } else { "0" })?;
         put("hotplug-status", "connected")?;
         put("state", &XenbusState::InitWait.as_u8().to_string())
     })?;
@@ -218,16 +252,35 @@ impl BackendDevice {
                 rx_port,
             });
         }
+        let ctrl = if self.ctrl_ring {
+            let ref_path = format!("{fe}/ctrl-ring-ref");
+            let port_path = format!("{fe}/event-channel-ctrl");
+            match (
+                read_opt_num::<u32>(xs, &ref_path)?,
+                read_opt_num::<u32>(xs, &port_path)?,
+            ) {
+                (None, None) => None,
+                (Some(r), Some(p)) => Some((GrantRef(r), Port(p))),
+                (Some(_), None) => return Err(bad(&port_path, "", "missing beside ctrl-ring-ref")),
+                (None, Some(_)) => {
+                    return Err(bad(&ref_path, "", "missing beside event-channel-ctrl"))
+                }
+            }
+        } else {
+            None
+        };
         Ok(FrontendParams {
+            ctrl,
             queues,
             sg: read_flag(xs, &format!("{fe}/feature-sg"))?,
             gso_tcpv4: read_flag(xs, &format!("{fe}/feature-gso-tcpv4"))?,
         })
     }
 
-    /// Binds the frontend's channels and maps its rings. Returns the vif and the
-    /// local ports (per queue: tx, and rx when split). On failure everything
-    /// bound so far is closed again.
+    /// Binds the frontend's channels and maps its rings (and its control ring, if
+    /// it set one up). Returns the vif and the local ports (per queue: tx, and rx
+    /// when split; then the control channel). On failure everything bound so far is
+    /// closed again.
     pub fn connect(
         &self,
         params: &FrontendParams,
@@ -237,6 +290,7 @@ impl BackendDevice {
     ) -> Result<(ShmVif, Vec<Port>), XenbusError> {
         let mut bound: Vec<Port> = Vec::new();
         let mut queues = Vec::new();
+        let mut ctrl = None;
         let now = Instant::now();
         let result = (|| -> Result<(), XenbusError> {
             for q in &params.queues {
@@ -264,15 +318,31 @@ impl BackendDevice {
                     now,
                 )?);
             }
+            if let Some((ring_ref, port)) = params.ctrl {
+                let local = events.bind_interdomain(self.frontend_id, port)?;
+                bound.push(local);
+                ctrl = Some(CtrlRing::connect(
+                    ops,
+                    self.frontend_id,
+                    ring_ref,
+                    events.port(local),
+                )?);
+            }
             Ok(())
         })();
         match result {
             Ok(()) => {
                 let mut vif = Vif::new(self.frontend_id, self.devid, queues);
                 vif.set_rx_sg(params.sg);
+                if let Some(c) = ctrl {
+                    vif.attach_ctrl(c);
+                }
                 Ok((vif, bound))
             }
             Err(e) => {
+                if let Some(c) = ctrl {
+                    c.close(ops);
+                }
                 for q in queues {
                     q.close();
                 }

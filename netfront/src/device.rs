@@ -1,10 +1,13 @@
 //! The frontend device: its queues, negotiated features, link state and counters.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use xennet_ring::{DomId, FrameAlloc, GrantAccess, LocalMemory, Notify};
+use xennet_ring::{DomId, FrameAlloc, GrantAccess, GrantRef, LocalMemory, Notify};
+use zerocopy::IntoBytes;
 
 use crate::counters::FrontCounters;
+use crate::ctrl::{self, Ctrl, CtrlState, Step};
 use crate::error::{FrontError, SendError};
 use crate::queue::{Queue, QueueRefs, RxMeta, TxOffload};
 
@@ -64,6 +67,8 @@ pub struct Netfront<P, N> {
     features: Features,
     state: LinkState,
     counters: FrontCounters,
+    /// The control ring, when the backend offers one (`feature-ctrl-ring`).
+    ctrl: Option<Box<Ctrl<N>>>,
 }
 
 impl<P, N> Netfront<P, N>
@@ -99,7 +104,77 @@ where
             features: Features::default(),
             state: LinkState::Initialised,
             counters: FrontCounters::default(),
+            ctrl: None,
         })
+    }
+
+    /// Set up a control ring (the backend offered `feature-ctrl-ring`; before
+    /// [`Netfront::connect`] in the handshake, or after it when wiring by hand):
+    /// `kick` notifies `event-channel-ctrl`. Returns the ring's
+    /// grant, for `ctrl-ring-ref`. Once connected, the device asks the backend to keep
+    /// its buffer pools mapped (staging grants) and, with several queues, sets the
+    /// Toeplitz hash; see [`Netfront::ctrl_state`].
+    pub fn enable_ctrl(&mut self, kick: N) -> Result<GrantRef, FrontError> {
+        if let Some(c) = &self.ctrl {
+            return Ok(c.ring_ref());
+        }
+        let mut c = Box::new(Ctrl::new(&self.platform, self.config.backend, kick)?);
+        let r = c.ring_ref();
+        if self.is_connected() {
+            c.start(self.queues.len());
+        }
+        self.ctrl = Some(c);
+        if let Err(e) = self.drive_ctrl() {
+            self.fail(e);
+        }
+        Ok(r)
+    }
+
+    /// What the control ring achieved (`None` without one).
+    pub fn ctrl_state(&self) -> Option<CtrlState> {
+        self.ctrl.as_ref().map(|c| c.state)
+    }
+
+    /// Move the control-ring script on: take the answer to the outstanding request and
+    /// send the next. Called from [`Netfront::poll_tx`], [`Netfront::receive`] and
+    /// [`Netfront::final_check`]; nothing to do once the script is done.
+    fn drive_ctrl(&mut self) -> Result<(), FrontError> {
+        let Some(c) = self.ctrl.as_mut().filter(|c| !c.state.done) else {
+            return Ok(());
+        };
+        loop {
+            c.take_response()?;
+            let Some(step) = c.next_step() else {
+                return Ok(());
+            };
+            let nq = self.queues.len();
+            let mut adding = 0;
+            let data = match step {
+                Step::GrefSize(q) => [u32::from(q), 0, 0],
+                Step::AddGrefs(q) => {
+                    let room = c.room(q).min(xennet_ring::PAGE_SIZE / 8);
+                    c.scratch.clear();
+                    for e in self.queues[usize::from(q)].static_grefs().take(room) {
+                        c.scratch.extend_from_slice(e.as_bytes());
+                        adding += 1;
+                    }
+                    let page = c.write_data(&self.platform)?;
+                    [u32::from(q), page.0, adding as u32]
+                }
+                s => {
+                    let mut data = ctrl::hash_request(s, nq, &mut c.scratch);
+                    if !c.scratch.is_empty() {
+                        data[0] = c.write_data(&self.platform)?.0;
+                    }
+                    data
+                }
+            };
+            c.send(step, data, adding);
+            if c.ring.push_requests_and_check_notify() {
+                c.kick.notify();
+                self.counters.notify_sent += 1;
+            }
+        }
     }
 
     /// Ring grant refs of every queue, for XenStore.
@@ -118,6 +193,12 @@ where
         self.state = LinkState::Connected;
         for q in &mut self.queues {
             q.refill_rx(&mut self.counters);
+        }
+        if let Some(c) = self.ctrl.as_mut() {
+            c.start(self.queues.len());
+        }
+        if let Err(e) = self.drive_ctrl() {
+            self.fail(e);
         }
     }
 
@@ -170,6 +251,13 @@ where
     fn pick_queue(&self, frame: &[u8]) -> usize {
         if self.queues.len() <= 1 {
             return 0;
+        }
+        // With the backend steering by our Toeplitz table, send a flow on the queue
+        // its frames come back on.
+        if self.ctrl.as_ref().is_some_and(|c| c.state.hash) {
+            if let Some(q) = ctrl::hash_queue(frame, self.queues.len()) {
+                return q;
+            }
         }
         // Spread flows: hash the IPv4 addresses and ports (or whatever bytes are there).
         let key = frame.get(26..38).unwrap_or(frame);
@@ -247,6 +335,9 @@ where
         if !self.is_connected() {
             return Ok(0);
         }
+        if let Err(e) = self.drive_ctrl() {
+            return Err(self.fail(e));
+        }
         let mut n = 0;
         for i in 0..self.queues.len() {
             match self.queues[i].reap_tx(&mut self.counters) {
@@ -266,6 +357,9 @@ where
     ) -> Result<usize, FrontError> {
         if !self.is_connected() {
             return Ok(0);
+        }
+        if let Err(e) = self.drive_ctrl() {
+            return Err(self.fail(e));
         }
         let mut n = 0;
         for i in 0..self.queues.len() {
@@ -288,11 +382,20 @@ where
         if !self.is_connected() {
             return Ok(false);
         }
+        if let Err(e) = self.drive_ctrl() {
+            return Err(self.fail(e));
+        }
         let mut work = false;
         for i in 0..self.queues.len() {
             match self.queues[i].final_check() {
                 Ok(w) => work |= w,
                 Err(e) => return Err(self.fail(e)),
+            }
+        }
+        if let Some(c) = self.ctrl.as_mut().filter(|c| c.waiting()) {
+            match c.ring.final_check_for_responses() {
+                Ok(w) => work |= w,
+                Err(e) => return Err(self.fail(e.into())),
             }
         }
         Ok(work)
@@ -302,9 +405,15 @@ where
     /// number of grants the backend still held (their pages are not reused).
     pub fn close(self) -> (P, usize) {
         let Netfront {
-            platform, queues, ..
+            platform,
+            queues,
+            ctrl,
+            ..
         } = self;
-        let leaked = queues.into_iter().map(|q| q.release(&platform)).sum();
+        let mut leaked: usize = queues.into_iter().map(|q| q.release(&platform)).sum();
+        if let Some(c) = ctrl {
+            leaked += (*c).release(&platform);
+        }
         (platform, leaked)
     }
 }

@@ -26,6 +26,11 @@ pub enum FrontError {
     Memory(MemoryError),
     /// A grant was still in use by the backend when access had to end.
     GrantStillInUse,
+    /// A control-ring response answered no outstanding request (wrong id or type).
+    BadCtrlResponse {
+        /// The id the backend answered.
+        id: u16,
+    },
 }
 
 impl fmt::Display for FrontError {
@@ -42,6 +47,12 @@ impl fmt::Display for FrontError {
             FrontError::Grant(e) => write!(f, "grant operation failed: {e}"),
             FrontError::Memory(e) => write!(f, "memory access failed: {e}"),
             FrontError::GrantStillInUse => write!(f, "a grant is still in use by the backend"),
+            FrontError::BadCtrlResponse { id } => {
+                write!(
+                    f,
+                    "backend answered control request {id}, which is not outstanding"
+                )
+            }
         }
     }
 }

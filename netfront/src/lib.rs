@@ -13,6 +13,7 @@
 extern crate alloc;
 
 mod counters;
+mod ctrl;
 mod device;
 mod error;
 #[cfg(feature = "smoltcp")]
@@ -23,6 +24,7 @@ mod queue;
 pub mod xenbus;
 
 pub use counters::FrontCounters;
+pub use ctrl::{CtrlState, HASH_KEY, HASH_MAPPING_SIZE, HASH_TYPES};
 pub use device::{Features, FrontConfig, LinkState, Netfront};
 pub use error::{FrontError, SendError};
 pub use queue::{QueueRefs, RxMeta, TxOffload, MIN_FRAME};

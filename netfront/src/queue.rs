@@ -5,13 +5,15 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use xennet_ring::netif::{
-    Extra, ExtraInfo, RxFlags, RxRequest, RxResponse, TxFlags, TxRequest, TxResponse,
-    NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, XEN_NETIF_GSO_TYPE_TCPV4,
-    XEN_NETIF_MAX_TX_SIZE,
+    CtrlGref, Extra, ExtraInfo, RxFlags, RxRequest, RxResponse, TxFlags, TxRequest, TxResponse,
+    NETIF_RSP_DROPPED, NETIF_RSP_ERROR, NETIF_RSP_NULL, XEN_NETIF_CTRLF_GREF_READONLY,
+    XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_MAX_TX_SIZE,
 };
 use xennet_ring::{
     DomId, FrameAlloc, FrontRing, GrantAccess, GrantRef, LocalMemory, Notify, PAGE_SIZE,
 };
+
+use xennet_ring::memory::page_aligned;
 
 use crate::counters::FrontCounters;
 use crate::error::{FrontError, SendError};
@@ -59,7 +61,7 @@ pub(crate) struct Queue<N> {
     tx_state: Vec<u8>,
     rx_pages: GrantedPages,
     rx_target: u32,
-    /// Reassembly of a multi-slot rx frame.
+    /// Reassembly buffer, used from its first page boundary on (`page_aligned`).
     asm: Vec<u8>,
     asm_len: usize,
     asm_bad: bool,
@@ -121,7 +123,7 @@ impl<N: Notify> Queue<N> {
             tx_state: vec![0; n_tx],
             rx_pages,
             rx_target: rx_target.clamp(1, n_rx as u32),
-            asm: vec![0; XEN_NETIF_MAX_TX_SIZE + 1],
+            asm: vec![0; XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE],
             asm_len: 0,
             asm_bad: false,
             asm_meta: None,
@@ -136,6 +138,22 @@ impl<N: Notify> Queue<N> {
             tx_ring_ref: self.ring_pages.grefs[0],
             rx_ring_ref: self.ring_pages.grefs[1],
         }
+    }
+
+    /// The buffer pools as staging-grant list entries: tx pages (read-only) first,
+    /// then rx pages.
+    pub(crate) fn static_grefs(&self) -> impl Iterator<Item = CtrlGref> + '_ {
+        let tx = self.tx_pages.grefs.iter().map(|&gref| CtrlGref {
+            gref,
+            flags: XEN_NETIF_CTRLF_GREF_READONLY,
+            status: 0,
+        });
+        let rx = self.rx_pages.grefs.iter().map(|&gref| CtrlGref {
+            gref,
+            flags: 0,
+            status: 0,
+        });
+        tx.chain(rx)
     }
 
     /// Free tx ring slots and buffers, as frames of one slot.
@@ -309,7 +327,7 @@ impl<N: Notify> Queue<N> {
                 } else {
                     counters.rx_packets += 1;
                     counters.rx_bytes += len as u64;
-                    deliver(&self.asm[..len], meta);
+                    deliver(&page_aligned(&mut self.asm)[..len], meta);
                     frames += 1;
                 }
                 self.asm_len = 0;
@@ -354,7 +372,7 @@ impl<N: Notify> Queue<N> {
                 platform.read(
                     self.rx_pages.frames[slot],
                     offset,
-                    &mut self.asm[self.asm_len..end],
+                    &mut page_aligned(&mut self.asm)[self.asm_len..end],
                 )?;
                 self.asm_len = end;
             }

@@ -6,10 +6,14 @@
 //!  backend:   feature-* , multi-queue-max-queues, state InitWait (2)
 //!  frontend:  waits for InitWait, grants rings, allocates event channels, then in
 //!             one transaction: tx-ring-ref, rx-ring-ref, event-channel (or
-//!             queue-N/...), request-rx-copy, feature-rx-notify, feature-sg,
-//!             feature-gso-tcpv4, multi-queue-num-queues; state Initialised (3)
+//!             queue-N/...), ctrl-ring-ref and event-channel-ctrl (if the backend
+//!             offers feature-ctrl-ring), request-rx-copy, feature-rx-notify,
+//!             feature-sg, feature-gso-tcpv4, multi-queue-num-queues; state
+//!             Initialised (3)
 //!  backend:   maps the rings, binds the channels, state Connected (4)
-//!  frontend:  posts receive buffers, state Connected (4)
+//!  frontend:  posts receive buffers, state Connected (4); over the control ring:
+//!             GET_GREF_MAPPING_SIZE + ADD_GREF_MAPPING per queue (staging grants),
+//!             Toeplitz hash settings when there are several queues
 //!  close:     frontend Closing (5) -> backend Closed (6) -> frontend ends every
 //!             grant and closes its channels -> Closed (6)
 //! ```
@@ -119,6 +123,8 @@ pub struct FrontLink {
     pub backend_id: DomId,
     /// Our event-channel ports, one per queue.
     pub ports: Vec<Port>,
+    /// Our `event-channel-ctrl`, when a control ring was set up.
+    pub ctrl_port: Option<Port>,
     events: Arc<EventChannels>,
     token: String,
     timeout: Duration,
@@ -204,19 +210,42 @@ pub fn connect(
         .iter()
         .map(|p| (events.port(*p), events.port(*p)))
         .collect();
-    let front = match Netfront::new(domain.clone(), FrontConfig::new(backend_id, mac), kicks) {
+    let mut front = match Netfront::new(domain.clone(), FrontConfig::new(backend_id, mac), kicks) {
         Ok(f) => f,
         Err(e) => {
             ports.iter().for_each(|p| events.close(*p));
             return Err(XenbusError::Front(e));
         }
     };
+    // The control ring (staging grants, hash settings), if the backend offers one.
+    let mut ctrl = None;
+    if read_flag(xs, &format!("{backend}/feature-ctrl-ring"))? {
+        let set_up = events
+            .alloc_unbound(backend_id)
+            .map_err(XenbusError::from)
+            .and_then(|p| match front.enable_ctrl(events.port(p)) {
+                Ok(r) => Ok((r, p)),
+                Err(e) => {
+                    events.close(p);
+                    Err(XenbusError::Front(e))
+                }
+            });
+        match set_up {
+            Ok(c) => ctrl = Some(c),
+            Err(e) => {
+                front.close();
+                ports.iter().for_each(|p| events.close(*p));
+                return Err(e);
+            }
+        }
+    }
     let link = FrontLink {
         xs: xs.clone(),
         path: dev.clone(),
         backend: backend.clone(),
         backend_id,
         ports: ports.clone(),
+        ctrl_port: ctrl.map(|(_, p)| p),
         events: events.clone(),
         token,
         timeout: opts.timeout,
@@ -241,6 +270,10 @@ pub fn connect(
                 )?;
                 put(&format!("queue-{i}/event-channel"), p.0.to_string())?;
             }
+        }
+        if let Some((r, p)) = ctrl {
+            put("ctrl-ring-ref", r.0.to_string())?;
+            put("event-channel-ctrl", p.0.to_string())?;
         }
         put("request-rx-copy", "1".into())?;
         put("feature-rx-notify", "1".into())?;
@@ -346,7 +379,7 @@ impl FrontLink {
             front.platform().reclaim_from_dead_peer(self.backend_id);
         }
         let (_, leaked) = front.close();
-        for p in &self.ports {
+        for p in self.ports.iter().chain(&self.ctrl_port) {
             self.events.close(*p);
         }
         let _ = self

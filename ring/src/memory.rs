@@ -19,6 +19,8 @@ pub enum MemoryError {
     },
     /// No free frame left.
     OutOfFrames,
+    /// A write through a read-only mapping.
+    ReadOnly,
 }
 
 impl core::fmt::Display for MemoryError {
@@ -32,6 +34,7 @@ impl core::fmt::Display for MemoryError {
                 )
             }
             MemoryError::OutOfFrames => write!(f, "no free frame in domain memory"),
+            MemoryError::ReadOnly => write!(f, "write through a read-only mapping"),
         }
     }
 }
@@ -107,6 +110,44 @@ pub fn read_mapped<M: MappedPage + ?Sized>(
         );
     }
     Ok(())
+}
+
+/// Copy `data` into a mapped page (checked against the page's bounds; refused for a
+/// read-only mapping).
+pub fn write_mapped<M: MappedPage + ?Sized>(
+    page: &M,
+    offset: usize,
+    data: &[u8],
+) -> Result<(), MemoryError> {
+    if page.readonly() {
+        return Err(MemoryError::ReadOnly);
+    }
+    check_in_page(offset, data.len())?;
+    // SAFETY: `as_ptr` points at a live, writable 4096-byte mapping (MappedPage's
+    // contract; not read-only, checked above) and offset + len <= 4096 was checked;
+    // bytes are plain data, so a concurrent reader can only see old or new values, and
+    // `data` does not overlap the mapping.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            page.as_ptr().as_ptr().add(offset),
+            data.len(),
+        );
+    }
+    Ok(())
+}
+
+/// The part of `buf` from its first page boundary on. A frame buffer that pages are
+/// copied into starts there, so source and destination share their page offset:
+/// glibc's memcpy slows down badly when the destination sits a few bytes above or
+/// below the source modulo 4096 (design.md section 8), which is where a large heap
+/// buffer (allocator header of 16 bytes) would otherwise put it.
+pub fn page_aligned(buf: &mut [u8]) -> &mut [u8] {
+    let off = buf
+        .as_ptr()
+        .align_offset(crate::grant::PAGE_SIZE)
+        .min(buf.len());
+    &mut buf[off..]
 }
 
 /// Check that an access of `len` bytes at `offset` stays within one page.

@@ -380,6 +380,26 @@ pub mod ctrl_status {
     pub const BUFFER_OVERFLOW: u32 = 3;
 }
 
+/// `XEN_NETIF_CTRLF_GREF_readonly`: the entry's grant is read-only.
+pub const XEN_NETIF_CTRLF_GREF_READONLY: u16 = 1 << 0;
+
+/// `XEN_NETIF_CTRL_HASH_TYPE_*`: what a hash is computed over.
+pub mod hash_type {
+    /// Source and destination IPv4 addresses.
+    pub const IPV4: u32 = 1 << 0;
+    /// IPv4 addresses and TCP ports.
+    pub const IPV4_TCP: u32 = 1 << 1;
+    /// Source and destination IPv6 addresses.
+    pub const IPV6: u32 = 1 << 2;
+    /// IPv6 addresses and TCP ports.
+    pub const IPV6_TCP: u32 = 1 << 3;
+}
+
+/// `XEN_NETIF_CTRL_HASH_ALGORITHM_NONE`: the backend steers as it likes.
+pub const XEN_NETIF_CTRL_HASH_ALGORITHM_NONE: u32 = 0;
+/// `XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ`.
+pub const XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ: u32 = 1;
+
 /// The Toeplitz hash of netif.h (`xen_netif_toeplitz_hash`), for multi-queue steering.
 pub fn toeplitz_hash(key: &[u8], buf: &[u8]) -> u32 {
     let mut prefix: u64 = 0;
@@ -403,6 +423,53 @@ pub fn toeplitz_hash(key: &[u8], buf: &[u8]) -> u32 {
         keyi += 1;
     }
     (hash >> 32) as u32
+}
+
+/// The bytes an enabled netif.h hash type covers in an Ethernet frame: the most
+/// specific type that applies wins (addresses and TCP ports before addresses alone),
+/// as Linux netback chooses. `types` is a [`hash_type`] mask. Returns how many bytes
+/// were written to `buf`, or `None` when no enabled type applies (not IP, a fragment
+/// for the TCP types, a truncated header).
+pub fn hash_input(frame: &[u8], types: u32, buf: &mut [u8; 36]) -> Option<usize> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(14..)?;
+    let (addrs, l4, tcp_type, ip_type) = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            if ihl < 20 || ip.len() < ihl {
+                return None;
+            }
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            let tcp = ip[9] == 6 && !frag;
+            (
+                &ip[12..20],
+                ip.get(ihl..ihl + 4).filter(|_| tcp),
+                hash_type::IPV4_TCP,
+                hash_type::IPV4,
+            )
+        }
+        0x86dd => {
+            let addrs = ip.get(8..40)?;
+            let tcp = ip[6] == 6;
+            (
+                addrs,
+                ip.get(40..44).filter(|_| tcp),
+                hash_type::IPV6_TCP,
+                hash_type::IPV6,
+            )
+        }
+        _ => return None,
+    };
+    let n = addrs.len();
+    buf[..n].copy_from_slice(addrs);
+    match l4 {
+        Some(ports) if types & tcp_type != 0 => {
+            buf[n..n + 4].copy_from_slice(ports);
+            Some(n + 4)
+        }
+        _ if types & ip_type != 0 => Some(n),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -452,5 +519,23 @@ mod tests {
         ];
         let input = [66, 9, 149, 187, 161, 142, 100, 80];
         assert_eq!(toeplitz_hash(&key, &input), 0x323e_8fc2);
+        // The same flow with TCP ports 2794 -> 1766, through `hash_input`.
+        let mut frame = [0u8; 54];
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        frame[14] = 0x45;
+        frame[23] = 6;
+        frame[26..34].copy_from_slice(&input);
+        frame[34..38].copy_from_slice(&[0x0a, 0xea, 0x06, 0xe6]);
+        let mut buf = [0u8; 36];
+        let n = hash_input(&frame, hash_type::IPV4_TCP, &mut buf).unwrap();
+        assert_eq!(toeplitz_hash(&key, &buf[..n]), 0x51cc_c178);
+        let n = hash_input(&frame, hash_type::IPV4, &mut buf).unwrap();
+        assert_eq!(toeplitz_hash(&key, &buf[..n]), 0x323e_8fc2);
+        // A fragment is hashed over its addresses only; no enabled type: no hash.
+        frame[20] = 0x20;
+        let n = hash_input(&frame, hash_type::IPV4 | hash_type::IPV4_TCP, &mut buf).unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(hash_input(&frame, hash_type::IPV4_TCP, &mut buf), None);
+        assert_eq!(hash_input(&frame[..20], hash_type::IPV4, &mut buf), None);
     }
 }

@@ -206,7 +206,8 @@ pub fn peer_paths() -> (Vec<Path>, Vec<String>) {
     (paths, skipped)
 }
 
-/// xennet's own paths: guest transmit, guest receive, guest -> bridge -> guest.
+/// xennet's own paths: guest transmit, guest receive, guest -> bridge -> guest (with
+/// staging grants), and transmit and receive by plain grant copy.
 pub fn xennet_paths() -> Vec<Path> {
     let p = |name, run| Path {
         name,
@@ -218,6 +219,8 @@ pub fn xennet_paths() -> Vec<Path> {
         p("tx", xennet::tx as fn(&Case) -> std::io::Result<Sample>),
         p("rx", xennet::rx),
         p("bridge", xennet::bridge),
+        p("tx-copy", xennet::tx_copy),
+        p("rx-copy", xennet::rx_copy),
     ]
 }
 

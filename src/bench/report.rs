@@ -64,6 +64,79 @@ pub fn table(samples: &[Sample]) -> String {
     out
 }
 
+/// Single-core memcpy bandwidth for frames of `frame` bytes, in bytes per second:
+/// frames copied one by one between two 32 MiB regions (larger than the caches, as a
+/// stream of frames is), each frame at the start of its page in both, for `time`.
+pub fn memcpy_bytes_per_sec(frame: usize, time: std::time::Duration) -> f64 {
+    const REGION: usize = 32 << 20;
+    let slot = frame.next_multiple_of(4096);
+    let n = (REGION / slot).max(1);
+    let src = vec![0x5au8; n * slot];
+    let mut dst = vec![0u8; n * slot];
+    let pass = |dst: &mut [u8]| {
+        for i in 0..n {
+            let at = i * slot;
+            dst[at..at + frame].copy_from_slice(&src[at..at + frame]);
+        }
+        std::hint::black_box(&*dst);
+    };
+    pass(&mut dst); // fault the pages in, untimed
+    let t0 = std::time::Instant::now();
+    let mut bytes = 0u64;
+    while t0.elapsed() < time {
+        pass(&mut dst);
+        bytes += (n * frame) as u64;
+    }
+    bytes as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// The memcpy reference of the issue's 1514-byte target: per frame size of 512 bytes
+/// or more, single-core memcpy bandwidth and each xennet path's end-to-end bytes per
+/// second as a share of it.
+pub fn memcpy_section(samples: &[Sample], time: std::time::Duration) -> String {
+    let mut out = String::new();
+    let mut sizes: Vec<usize> = samples
+        .iter()
+        .filter(|s| s.frame_bytes >= 512 && !matches!(s.path.as_str(), "socketpair" | "veth"))
+        .map(|s| s.frame_bytes)
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    if sizes.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "
+memcpy reference (one core, frames streamed between two 32 MiB regions)"
+    );
+    let _ = writeln!(
+        out,
+        "{:>7} {:>12} {:>10} {:>5} {:>12} {:>9}",
+        "bytes", "memcpy GB/s", "path", "batch", "path GB/s", "share"
+    );
+    for size in sizes {
+        let m = memcpy_bytes_per_sec(size, time);
+        for s in samples
+            .iter()
+            .filter(|s| s.frame_bytes == size && !matches!(s.path.as_str(), "socketpair" | "veth"))
+        {
+            let b = s.packets_per_sec * size as f64;
+            let _ = writeln!(
+                out,
+                "{:>7} {:>12.2} {:>10} {:>5} {:>12.2} {:>8.0}%",
+                size,
+                m / 1e9,
+                s.path,
+                s.batch,
+                b / 1e9,
+                100.0 * b / m
+            );
+        }
+    }
+    out
+}
+
 /// Write every sample as a JSON array.
 pub fn write_json(path: &Path, samples: &[Sample]) -> io::Result<()> {
     let text = serde_json::to_string_pretty(samples).map_err(io::Error::other)?;

@@ -2,7 +2,10 @@
 //! handshake exactly as `xennet up` and `xennet guest` connect them:
 //! - `tx`: a guest's netfront transmits; the driver domain's netback takes every frame;
 //! - `rx`: the driver domain's netback sends; the guest's netfront receives;
-//! - `bridge`: guest 1 -> netback -> bridge `xenbr0` -> netback -> guest 2.
+//! - `bridge`: guest 1 -> netback -> bridge `xenbr0` -> netback -> guest 2;
+//! - `tx-copy`, `rx-copy`: `tx` and `rx` with a backend that does not offer the control
+//!   ring, so every slot is a grant copy (the others use staging grants: the guest's
+//!   buffer pages stay mapped in the driver domain).
 //!
 //! The coordinator (the `xennet bench` process) runs the XenStore daemon and writes the
 //! devices as the toolstack does; each domain is a `bench-worker` process. A worker
@@ -58,6 +61,28 @@ pub fn tx(case: &Case) -> io::Result<Sample> {
 /// `rx`: the driver domain sends to a guest.
 pub fn rx(case: &Case) -> io::Result<Sample> {
     one_guest("rx", "xennet-back-rx", "xennet-front-recv", case, true)
+}
+
+/// `tx` by plain grant copy (no staging grants).
+pub fn tx_copy(case: &Case) -> io::Result<Sample> {
+    one_guest(
+        "tx-copy",
+        "xennet-back-tx-copy",
+        "xennet-front-send",
+        case,
+        false,
+    )
+}
+
+/// `rx` by plain grant copy (no staging grants).
+pub fn rx_copy(case: &Case) -> io::Result<Sample> {
+    one_guest(
+        "rx-copy",
+        "xennet-back-rx-copy",
+        "xennet-front-recv",
+        case,
+        true,
+    )
 }
 
 /// A driver domain and one guest; `back_sends` says which of them is the sender.
@@ -280,10 +305,12 @@ pub struct WorkerEnv {
 /// Run one xennet role (it prints its report, then lingers); `None` if `role` is not one.
 pub fn worker(role: &str, case: &Case, env: &WorkerEnv) -> Option<io::Result<()>> {
     let r = match role {
-        "xennet-back-tx" => back(case, env, BackRole::Sink),
-        "xennet-back-rx" => back(case, env, BackRole::Source),
-        "xennet-back-bridge" => back(case, env, BackRole::Bridge),
-        "xennet-back-echo" => back(case, env, BackRole::Echo),
+        "xennet-back-tx" => back(case, env, BackRole::Sink, true),
+        "xennet-back-rx" => back(case, env, BackRole::Source, true),
+        "xennet-back-tx-copy" => back(case, env, BackRole::Sink, false),
+        "xennet-back-rx-copy" => back(case, env, BackRole::Source, false),
+        "xennet-back-bridge" => back(case, env, BackRole::Bridge, true),
+        "xennet-back-echo" => back(case, env, BackRole::Echo, true),
         "xennet-front-send" => front(case, env, true),
         "xennet-front-recv" => front(case, env, false),
         _ => return None,
@@ -433,12 +460,12 @@ fn connect_backends(
     side: &Side,
     xs: &XsClient,
     guests: &[u16],
-    max_queues: usize,
+    offer: be::Offer,
 ) -> io::Result<Vec<(u16, Back, Vec<xennet_ring::Port>)>> {
     let mut devs = Vec::new();
     for &g in guests {
         let path = format!("/local/domain/0/backend/vif/{g}/0");
-        devs.push(be::probe(xs, &path, max_queues).map_err(|e| err("probe")(e.to_string()))?);
+        devs.push(be::probe_with(xs, &path, offer).map_err(|e| err("probe")(e.to_string()))?);
     }
     let mut out = Vec::new();
     for d in devs {
@@ -473,7 +500,13 @@ fn connect_backends(
     Ok(out)
 }
 
-fn back(case: &Case, env: &WorkerEnv, role: BackRole) -> io::Result<()> {
+/// A driver domain; `ctrl_ring` says whether it offers the control ring (staging
+/// grants).
+fn back(case: &Case, env: &WorkerEnv, role: BackRole, ctrl_ring: bool) -> io::Result<()> {
+    let offer = |max_queues| be::Offer {
+        max_queues,
+        ctrl_ring,
+    };
     sys::pin_to_cpu(env.cpu);
     let rt = RuntimeDir::new(&env.dir).map_err(|e| err("runtime dir")(e.to_string()))?;
     let domain =
@@ -482,21 +515,21 @@ fn back(case: &Case, env: &WorkerEnv, role: BackRole) -> io::Result<()> {
     let xs = XsClient::connect(dom0_socket(&xenstore_dir(&env.dir))).map_err(io::Error::other)?;
     let report = match role {
         BackRole::Sink => {
-            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], 1)?;
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], offer(1))?;
             let (_, vif, _) = vifs.remove(0);
             sink(case, &side, vif)?
         }
         BackRole::Source => {
-            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], 1)?;
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], offer(1))?;
             let (_, vif, _) = vifs.remove(0);
             source(case, &side, vif)?
         }
         BackRole::Bridge => {
-            let vifs = connect_backends(&rt, &side, &xs, &[GUEST_A, GUEST_B], 1)?;
+            let vifs = connect_backends(&rt, &side, &xs, &[GUEST_A, GUEST_B], offer(1))?;
             return forward(case, side, vifs);
         }
         BackRole::Echo => {
-            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], be::MAX_QUEUES)?;
+            let mut vifs = connect_backends(&rt, &side, &xs, &[GUEST_A], offer(be::MAX_QUEUES))?;
             let (_, vif, _) = vifs.remove(0);
             return echo(&side, vif);
         }
@@ -547,40 +580,39 @@ fn source(case: &Case, side: &Side, mut vif: Back) -> io::Result<WorkerReport> {
     let t0 = Instant::now();
     let mut w = Waiter::new();
     let mut seq = 0u64;
-    let q = &mut vif.queues_mut()[0];
     let backlog = (case.batch * 2).max(64);
-    let rx = |q: &mut xennet_netback::vif::NetbackQueue<_, _, _>| {
-        q.process_rx(Instant::now())
+    let rx = |vif: &mut Back| {
+        vif.process_rx(Instant::now())
             .map_err(|e| err("netback rx")(e.to_string()))
     };
-    while seq < case.packets || q.rx_queued() > 0 {
-        if seq < case.packets && q.rx_queued() + case.batch <= backlog {
+    while seq < case.packets || vif.rx_queued() > 0 {
+        if seq < case.packets && vif.rx_queued() + case.batch <= backlog {
             let n = (case.packets - seq).min(case.batch as u64);
             let now = Instant::now();
             for i in 0..n {
                 fill(&mut frame, dst, src, seq + i);
-                q.enqueue_rx(&frame, now);
+                vif.enqueue_rx(&frame, now);
             }
             seq += n;
         }
-        if rx(q)? > 0 {
+        if rx(&mut vif)? > 0 {
             w.progress();
             continue;
         }
-        if q.rx_queued() + case.batch <= backlog && seq < case.packets {
+        if vif.rx_queued() + case.batch <= backlog && seq < case.packets {
             continue;
         }
         let more = w.idle(
             &side.events,
-            q,
-            |q| Ok(rx(q)? > 0),
-            |q| q.final_check().map_err(|e| err("netback")(e.to_string())),
+            &mut vif,
+            |v| Ok(rx(v)? > 0),
+            |v| v.final_check().map_err(|e| err("netback")(e.to_string())),
         )?;
         if !more {
             break;
         }
     }
-    let c = q.counters();
+    let c = vif.counters();
     Ok(WorkerReport {
         packets: seq,
         bad: 0,

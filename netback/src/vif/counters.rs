@@ -38,6 +38,10 @@ pub struct VifCounters {
     pub copy_batches: u64,
     /// Fatal frontend errors (the vif was disconnected).
     pub fatal_errors: u64,
+    /// Slots copied through a staging grant (a page kept mapped): no grant operation.
+    pub mapped_slots: u64,
+    /// Control-ring requests answered.
+    pub ctrl_requests: u64,
 }
 
 impl AddAssign for VifCounters {
@@ -58,6 +62,8 @@ impl AddAssign for VifCounters {
         self.rx_ring_full += o.rx_ring_full;
         self.copy_batches += o.copy_batches;
         self.fatal_errors += o.fatal_errors;
+        self.mapped_slots += o.mapped_slots;
+        self.ctrl_requests += o.ctrl_requests;
     }
 }
 

@@ -2,9 +2,11 @@
 
 use std::time::Instant;
 
-use xennet_ring::{DomId, FrameAlloc, GrantCopy, GrantMap, LocalMemory, Notify};
+use xennet_ring::netif::CtrlGref;
+use xennet_ring::{DomId, FrameAlloc, GrantCopy, GrantMap, LocalMemory, Notify, PAGE_SIZE};
 
 use super::counters::VifCounters;
+use super::ctrl::{self, CtrlRing, CtrlTarget, HashState};
 use super::error::VifError;
 use super::queue::NetbackQueue;
 
@@ -17,6 +19,46 @@ pub struct Vif<G: GrantMap, M, N> {
     queues: Vec<NetbackQueue<G, M, N>>,
     /// Counters of queues already closed (kept so totals never go backwards).
     closed: VifCounters,
+    /// The control ring, when the frontend set one up (`feature-ctrl-ring`).
+    ctrl: Option<CtrlRing<G, N>>,
+    /// Why the control ring ended the vif.
+    ctrl_broken: Option<VifError>,
+    hash: HashState,
+    ctrl_scratch: Box<[u8; PAGE_SIZE]>,
+}
+
+/// What control requests act on: the queues and the hash settings.
+struct Target<'a, G: GrantMap, M, N> {
+    domid: DomId,
+    queues: &'a mut [NetbackQueue<G, M, N>],
+    hash: &'a mut HashState,
+}
+
+impl<G, M, N> CtrlTarget for Target<'_, G, M, N>
+where
+    G: GrantCopy + GrantMap,
+    M: LocalMemory + FrameAlloc,
+    N: Notify,
+{
+    type Grants = G;
+    fn grants(&self) -> &G {
+        &self.queues[0].grants
+    }
+    fn frontend(&self) -> DomId {
+        self.domid
+    }
+    fn queues(&self) -> usize {
+        self.queues.len()
+    }
+    fn add_static(&mut self, queue: usize, list: &[CtrlGref]) -> u32 {
+        self.queues[queue].add_static(list)
+    }
+    fn del_static(&mut self, queue: usize, list: &mut [CtrlGref]) -> u32 {
+        self.queues[queue].del_static(list)
+    }
+    fn hash(&mut self) -> &mut HashState {
+        self.hash
+    }
 }
 
 impl<G, M, N> Vif<G, M, N>
@@ -32,7 +74,63 @@ where
             devid,
             queues,
             closed: VifCounters::default(),
+            ctrl: None,
+            ctrl_broken: None,
+            hash: HashState::new(),
+            ctrl_scratch: Box::new([0; PAGE_SIZE]),
         }
+    }
+
+    /// Attach the frontend's control ring (`ctrl-ring-ref`, `event-channel-ctrl`).
+    pub fn attach_ctrl(&mut self, ring: CtrlRing<G, N>) {
+        self.ctrl = Some(ring);
+    }
+
+    /// Whether a control ring is attached.
+    pub fn has_ctrl(&self) -> bool {
+        self.ctrl.is_some()
+    }
+
+    /// Answer the frontend's control requests (staging grants, hash settings). Called
+    /// by [`Vif::process_tx`]; returns how many were answered. A control ring with an
+    /// impossible index ends the vif.
+    pub fn process_ctrl(&mut self) -> Result<usize, VifError> {
+        if let Some(e) = self.broken() {
+            return Err(e);
+        }
+        let Some(ring) = self.ctrl.as_mut() else {
+            return Ok(0);
+        };
+        if self.queues.is_empty() {
+            return Ok(0);
+        }
+        let mut target = Target {
+            domid: self.domid,
+            queues: &mut self.queues,
+            hash: &mut self.hash,
+        };
+        match ctrl::process(ring, &mut target, &mut self.ctrl_scratch) {
+            Ok(n) => {
+                self.closed.ctrl_requests += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::warn!(vif = %self.name(), error = %e, "control ring broken");
+                self.ctrl_broken = Some(e);
+                self.closed.fatal_errors += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Grants kept mapped (staging grants), over all queues.
+    pub fn static_grants(&self) -> usize {
+        self.queues.iter().map(NetbackQueue::static_grants).sum()
+    }
+
+    /// Frames waiting for guest buffers, over all queues.
+    pub fn rx_queued(&self) -> usize {
+        self.queues.iter().map(NetbackQueue::rx_queued).sum()
     }
 
     /// Apply the frontend's `feature-sg` to every queue's receive side.
@@ -54,16 +152,19 @@ where
 
     /// The first fatal error of any queue.
     pub fn broken(&self) -> Option<VifError> {
-        self.queues.iter().find_map(NetbackQueue::broken)
+        self.ctrl_broken
+            .or_else(|| self.queues.iter().find_map(NetbackQueue::broken))
     }
 
-    /// Guest transmit on every queue; each frame goes to `deliver`.
+    /// Guest transmit on every queue (control requests answered first); each frame
+    /// goes to `deliver`.
     pub fn process_tx(
         &mut self,
         budget: usize,
         now: Instant,
         deliver: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, VifError> {
+        self.process_ctrl()?;
         let mut n = 0;
         for q in &mut self.queues {
             n += q.process_tx(budget, now, deliver)?;
@@ -71,17 +172,23 @@ where
         Ok(n)
     }
 
-    /// Queue a frame for the guest on the queue its flow hashes to.
+    /// Queue a frame for the guest on the queue its flow hashes to: the frontend's
+    /// Toeplitz settings when it made any over the control ring, else [`flow_queue`].
     pub fn enqueue_rx(&mut self, frame: &[u8], now: Instant) -> bool {
-        let i = flow_queue(frame, self.queues.len());
+        let n = self.queues.len();
+        let i = self
+            .hash
+            .queue_for(frame, n)
+            .unwrap_or_else(|| flow_queue(frame, n));
         match self.queues.get_mut(i) {
             Some(q) => q.enqueue_rx(frame, now),
             None => false,
         }
     }
 
-    /// Guest receive on every queue.
+    /// Guest receive on every queue (control requests answered first).
     pub fn process_rx(&mut self, now: Instant) -> Result<usize, VifError> {
+        self.process_ctrl()?;
         let mut n = 0;
         for q in &mut self.queues {
             n += q.process_rx(now)?;
@@ -94,6 +201,15 @@ where
         let mut work = false;
         for q in &mut self.queues {
             work |= q.final_check()?;
+        }
+        if let Some(c) = self.ctrl.as_mut() {
+            match c.final_check() {
+                Ok(w) => work |= w,
+                Err(e) => {
+                    self.ctrl_broken = Some(e);
+                    return Err(e);
+                }
+            }
         }
         Ok(work)
     }
@@ -117,9 +233,13 @@ where
         self.queues.iter().map(NetbackQueue::counters).collect()
     }
 
-    /// Disconnect every queue (unmap rings, free staging); returns final counters.
+    /// Disconnect every queue (unmap rings and staging grants, free staging pages);
+    /// returns final counters.
     pub fn close(self) -> VifCounters {
         let mut c = self.closed;
+        if let (Some(ring), Some(q)) = (self.ctrl, self.queues.first()) {
+            ring.close(&q.grants);
+        }
         for q in self.queues {
             c += q.close();
         }

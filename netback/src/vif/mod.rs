@@ -6,17 +6,21 @@
 
 mod counters;
 mod credit;
+mod ctrl;
 mod device;
 mod error;
 mod queue;
+mod staging;
 mod tx;
 
 pub use counters::VifCounters;
 pub use credit::Credit;
+pub use ctrl::{CtrlRing, HASH_TYPES, MAX_HASH_KEY, MAX_HASH_MAPPING};
 pub use device::{flow_queue, Vif};
 pub use error::VifError;
 pub use queue::{
     NetbackQueue, QueueSetup, ETH_HLEN, RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL, TX_BATCH,
     TX_STAGING_PAGES,
 };
+pub use staging::{GREF_LIST_MAX, STATIC_GRANTS_PER_QUEUE};
 pub use tx::FATAL_SLOTS;

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use xennet_ring::grant::{GnttabCopy, GnttabCopyPtr};
+use xennet_ring::memory::write_mapped;
 use xennet_ring::netif::{
     RxFlags, RxRequest, RxResponse, TxRequest, TxResponse, NETIF_RSP_ERROR, NETIF_RSP_NULL,
     NETIF_RSP_OKAY, XEN_NETIF_MAX_TX_SIZE,
@@ -17,7 +18,8 @@ use xennet_ring::{
 use super::counters::VifCounters;
 use super::credit::Credit;
 use super::error::VifError;
-use super::tx::{self, TxPacket};
+use super::staging::StaticGrants;
+use super::tx::{self, Piece, TxPacket};
 
 /// Staging pages per queue for guest transmit (grant copies land here).
 pub const TX_STAGING_PAGES: usize = 96;
@@ -55,12 +57,19 @@ pub struct NetbackQueue<G: GrantMap, M, N> {
     pub(super) tx_staging: Vec<Frame>,
     rx_staging: Vec<Frame>,
     pub(super) ops: Vec<GnttabCopy>,
+    /// Where each data slot of the current tx batch comes from.
+    pub(super) pieces: Vec<Piece>,
+    /// Staging grants: the frontend's pages kept mapped (control ring).
+    pub(super) statics: StaticGrants<G::Mapping>,
     pub(super) slots: Vec<TxRequest>,
     pub(super) pkts: Vec<TxPacket>,
+    /// Where a guest's frame is assembled (used from its first page boundary on,
+    /// see [`xennet_ring::memory::page_aligned`]).
     pub(super) frame_buf: Vec<u8>,
     rx_queue: VecDeque<(Vec<u8>, Instant)>,
     rx_spare: Vec<Vec<u8>>,
-    rx_slots: Vec<(u16, u16, bool)>,
+    /// Per rx slot of a batch: request id, length, more data, copy op (or NO_OP).
+    rx_slots: Vec<(u16, u16, bool, u32)>,
     pub(super) credit: Credit,
     pub(super) counters: VifCounters,
     pub(super) tx_kick: N,
@@ -136,9 +145,11 @@ where
             tx_staging: staging,
             rx_staging,
             ops: Vec::with_capacity(TX_STAGING_PAGES * 2),
+            pieces: Vec::with_capacity(TX_STAGING_PAGES * 2),
+            statics: StaticGrants::new(),
             slots: Vec::with_capacity(TX_BATCH * 4),
             pkts: Vec::with_capacity(TX_BATCH),
-            frame_buf: vec![0; XEN_NETIF_MAX_TX_SIZE + 1],
+            frame_buf: vec![0; XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE],
             rx_queue: VecDeque::with_capacity(RX_QUEUE_FRAMES),
             rx_spare: Vec::new(),
             rx_slots: Vec::with_capacity(RX_STAGING_PAGES),
@@ -166,6 +177,19 @@ where
     /// Linux netback limits a non-SG vif to one page.
     pub fn set_rx_sg(&mut self, sg: bool) {
         self.rx_sg = sg;
+    }
+
+    /// Grants of this queue kept mapped (staging grants).
+    pub fn static_grants(&self) -> usize {
+        self.statics.len()
+    }
+
+    pub(super) fn add_static(&mut self, list: &[xennet_ring::netif::CtrlGref]) -> u32 {
+        self.statics.add(&self.grants, self.frontend, list)
+    }
+
+    pub(super) fn del_static(&mut self, list: &mut [xennet_ring::netif::CtrlGref]) -> u32 {
+        self.statics.del(&self.grants, list)
     }
 
     /// Count a notification from the frontend (called by the event loop).
@@ -259,19 +283,32 @@ where
                     break;
                 }
                 for (i, chunk) in frame.chunks(PAGE_SIZE).enumerate() {
-                    let staging = self.rx_staging[page];
-                    page += 1;
-                    self.memory.write(staging, 0, chunk)?;
                     let Some(req) = self.rx.pop_request()? else {
                         return Err(VifError::IncompleteChain);
                     };
+                    let len = chunk.len() as u16;
+                    let more = i + 1 < needed;
+                    // A buffer the frontend keeps mapped for us: write it directly.
+                    let mapped = self
+                        .statics
+                        .find(req.gref)
+                        .filter(|&e| !self.statics.page(e).readonly());
+                    if let Some(e) = mapped {
+                        write_mapped(self.statics.page(e), 0, chunk)?;
+                        self.counters.mapped_slots += 1;
+                        self.rx_slots.push((req.id, len, more, NO_OP));
+                        continue;
+                    }
+                    let staging = self.rx_staging[page];
+                    page += 1;
+                    self.memory.write(staging, 0, chunk)?;
+                    self.rx_slots
+                        .push((req.id, len, more, self.ops.len() as u32));
                     self.ops.push(GnttabCopy::to_grant(
                         GnttabCopyPtr::local(staging, 0),
                         GnttabCopyPtr::gref(req.gref, self.frontend, 0),
-                        chunk.len() as u16,
+                        len,
                     ));
-                    self.rx_slots
-                        .push((req.id, chunk.len() as u16, i + 1 < needed));
                 }
                 frames += 1;
                 self.counters.rx_packets += 1;
@@ -285,14 +322,18 @@ where
             if frames == 0 {
                 break;
             }
-            self.counters.copy_batches += 1;
-            self.grants
-                .grant_copy(&mut self.ops)
-                .map_err(VifError::Copy)?;
-            for (op, &(id, len, more)) in self.ops.iter().zip(&self.rx_slots) {
-                let status = op.status();
-                if status != GrantStatus::Okay {
-                    return Err(VifError::BadGrant(status));
+            if !self.ops.is_empty() {
+                self.counters.copy_batches += 1;
+                self.grants
+                    .grant_copy(&mut self.ops)
+                    .map_err(VifError::Copy)?;
+            }
+            for &(id, len, more, op) in &self.rx_slots {
+                if let Some(op) = self.ops.get(op as usize) {
+                    let status = op.status();
+                    if status != GrantStatus::Okay {
+                        return Err(VifError::BadGrant(status));
+                    }
                 }
                 let flags = if more {
                     RxFlags::MORE_DATA
@@ -354,6 +395,7 @@ where
         self.counters.rx_dropped_disconnected += self.rx_queue.len() as u64;
         let NetbackQueue {
             grants,
+            mut statics,
             memory,
             tx,
             rx,
@@ -365,6 +407,7 @@ where
         } = self;
         // The rings point into the pages: end them before the pages go.
         let _ = (tx, rx);
+        statics.clear(&grants);
         if let Some((a, b)) = maps {
             let _ = grants.unmap(a);
             let _ = grants.unmap(b);
@@ -397,6 +440,9 @@ pub(super) fn respond(
     }
     Ok(())
 }
+
+/// An rx slot written through a staging grant: no copy operation.
+const NO_OP: u32 = u32::MAX;
 
 /// Status for a packet that is dropped but does not end the connection.
 pub(super) const DROP_STATUS: i16 = NETIF_RSP_ERROR;

@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use xennet_ring::grant::{GnttabCopy, GnttabCopyPtr};
+use xennet_ring::memory::{page_aligned, read_mapped};
 use xennet_ring::netif::{
     Extra, ExtraInfo, TxFlags, XEN_NETIF_GSO_TYPE_TCPV4, XEN_NETIF_GSO_TYPE_TCPV6,
     XEN_NETIF_NR_SLOTS_MIN,
@@ -34,11 +35,20 @@ pub(crate) struct TxPacket {
     extra_mask: u32,
     /// Total length (the first slot's `size`).
     len: usize,
-    /// Its copy operations in the queue's `ops`.
-    ops_start: usize,
-    ops_n: usize,
+    /// Its data pieces in the queue's `pieces`.
+    pieces_start: usize,
+    pieces_n: usize,
     /// Dropped with an ERROR response (not delivered) if set.
     drop: bool,
+}
+
+/// Where one data slot's bytes are read from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Piece {
+    /// Grant-copied into a staging page: the copy's index in the queue's `ops`.
+    Staged(u32),
+    /// Read through a staging grant (a page kept mapped): table entry, offset, length.
+    Mapped { entry: u32, offset: u16, len: u16 },
 }
 
 /// Staging space: where in which staging page a copy lands.
@@ -83,6 +93,7 @@ where
     let mut done = 0;
     while done < budget {
         q.ops.clear();
+        q.pieces.clear();
         q.slots.clear();
         q.pkts.clear();
         let mut cur = Cursor { page: 0, off: 0 };
@@ -112,27 +123,39 @@ where
             let pkt = q.pkts[i];
             let mut status = if pkt.drop { DROP_STATUS } else { OK_STATUS };
             if !pkt.drop {
-                let ops = &q.ops[pkt.ops_start..pkt.ops_start + pkt.ops_n];
-                if let Some(bad) = ops
-                    .iter()
-                    .map(GnttabCopy::status)
-                    .find(|s| *s != GrantStatus::Okay)
-                {
-                    return Err(VifError::BadGrant(bad));
-                }
+                let buf = page_aligned(&mut q.frame_buf);
                 let mut pos = 0;
-                for op in ops {
-                    let len = op.len as usize;
-                    let frame = xennet_ring::Frame(op.dest.u);
-                    q.memory.read(
-                        frame,
-                        op.dest.offset as usize,
-                        &mut q.frame_buf[pos..pos + len],
-                    )?;
-                    pos += len;
+                for &piece in &q.pieces[pkt.pieces_start..pkt.pieces_start + pkt.pieces_n] {
+                    match piece {
+                        Piece::Staged(i) => {
+                            let op = &q.ops[i as usize];
+                            let st = op.status();
+                            if st != GrantStatus::Okay {
+                                return Err(VifError::BadGrant(st));
+                            }
+                            let len = op.len as usize;
+                            let frame = xennet_ring::Frame(op.dest.u);
+                            q.memory.read(
+                                frame,
+                                op.dest.offset as usize,
+                                &mut buf[pos..pos + len],
+                            )?;
+                            pos += len;
+                        }
+                        Piece::Mapped { entry, offset, len } => {
+                            let len = usize::from(len);
+                            read_mapped(
+                                q.statics.page(entry as usize),
+                                usize::from(offset),
+                                &mut buf[pos..pos + len],
+                            )?;
+                            q.counters.mapped_slots += 1;
+                            pos += len;
+                        }
+                    }
                 }
                 if pos == pkt.len {
-                    deliver(&q.frame_buf[..pos]);
+                    deliver(&buf[..pos]);
                     q.counters.tx_packets += 1;
                     q.counters.tx_bytes += pos as u64;
                 } else {
@@ -218,8 +241,8 @@ where
         n,
         extra_mask,
         len: total,
-        ops_start: q.ops.len(),
-        ops_n: 0,
+        pieces_start: q.pieces.len(),
+        pieces_n: 0,
         drop: false,
     };
     // Sizes: every data slot stays in its page (fatal otherwise); the fragments after
@@ -254,6 +277,7 @@ where
         pkt.drop = true;
         return Ok(pkt);
     }
+    let ops_start = q.ops.len();
     for i in 0..n {
         if extra_mask & (1 << i) != 0 {
             continue;
@@ -267,19 +291,30 @@ where
         if len == 0 {
             continue;
         }
+        // A page the frontend keeps mapped for us: read it directly at delivery.
+        if let Some(entry) = q.statics.find(req.gref) {
+            q.pieces.push(Piece::Mapped {
+                entry: entry as u32,
+                offset: req.offset,
+                len: len as u16,
+            });
+            continue;
+        }
         let Some((page, off)) = cur.place(len, usize::from(req.offset), q.tx_staging.len()) else {
             // Cannot happen: a batch stops while fewer pages than a maximal packet
             // needs remain. Treat as a drop rather than trusting that.
             pkt.drop = true;
-            q.ops.truncate(pkt.ops_start);
+            q.ops.truncate(ops_start);
+            q.pieces.truncate(pkt.pieces_start);
             return Ok(pkt);
         };
+        q.pieces.push(Piece::Staged(q.ops.len() as u32));
         q.ops.push(GnttabCopy::from_grant(
             GnttabCopyPtr::gref(req.gref, q.frontend, req.offset),
             GnttabCopyPtr::local(q.tx_staging[page], off as u16),
             len as u16,
         ));
     }
-    pkt.ops_n = q.ops.len() - pkt.ops_start;
+    pkt.pieces_n = q.pieces.len() - pkt.pieces_start;
     Ok(pkt)
 }
