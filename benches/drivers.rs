@@ -156,10 +156,11 @@ fn guest(c: &mut Criterion, tx: bool) {
             }
             let c = back.counters();
             assert_eq!((c.fatal_errors, c.rx_dropped()), (0, 0));
-            assert_eq!(
-                c.mapped_slots > 0,
-                map,
-                "{dir}: staging grants used iff mapped"
+            // (Nothing moved when a filter skipped the group.)
+            let moved = c.tx_packets + c.rx_packets > 0;
+            assert!(
+                !moved || (c.mapped_slots > 0) == map,
+                "{dir}: staging iff map"
             );
         }
         g.finish();

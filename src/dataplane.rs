@@ -42,7 +42,6 @@ pub struct Dataplane {
     /// Counters of vifs that were removed.
     pub departed: Vec<(String, VifCounters)>,
     epoch: StdInstant,
-    scratch: Vec<(PortId, Vec<u8>)>,
     /// The switch's deliveries of one pass (kept, so a pass allocates nothing).
     deliveries: Vec<(PortId, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
@@ -73,7 +72,6 @@ impl Dataplane {
             vifs: Vec::new(),
             departed: Vec::new(),
             epoch: StdInstant::now(),
-            scratch: Vec::new(),
             deliveries: Vec::new(),
             spare: Vec::new(),
             woken: Vec::new(),
@@ -112,35 +110,29 @@ impl Dataplane {
         let snow = StdInstant::now();
         let mut moved = false;
         let mut broken = Vec::new();
-        let mut frames = std::mem::take(&mut self.scratch);
+        // Guest frames go straight from netback's assembly buffer into the switch;
+        // what the switch delivers to vifs is collected (one copy) for their queues.
+        let mut out = std::mem::take(&mut self.deliveries);
         for v in &mut self.vifs {
             let port = v.port;
+            let dd = &mut self.dd;
             let spare = &mut self.spare;
             let r = v.vif.process_tx(TX_BUDGET, snow, &mut |f| {
-                let mut buf = spare.pop().unwrap_or_default();
-                buf.clear();
-                buf.extend_from_slice(f);
-                frames.push((port, buf));
+                moved = true;
+                dd.input(
+                    now,
+                    port,
+                    f,
+                    &mut ToVifs {
+                        out: &mut out,
+                        spare,
+                    },
+                );
             });
             if r.is_err() {
                 broken.push(port);
             }
         }
-        let mut out = std::mem::take(&mut self.deliveries);
-        for (port, f) in frames.drain(..) {
-            moved = true;
-            self.dd.input(
-                now,
-                port,
-                &f,
-                &mut ToVifs {
-                    out: &mut out,
-                    spare: &mut self.spare,
-                },
-            );
-            self.spare.push(f);
-        }
-        self.scratch = frames;
         self.dd.poll(
             now,
             &mut ToVifs {
@@ -150,11 +142,13 @@ impl Dataplane {
         );
         for (egress, f) in out.drain(..) {
             moved = true;
-            if let Some(v) = self.vifs.iter_mut().find(|v| v.port == egress) {
-                v.vif.enqueue_rx(&f, snow);
-            }
+            let spare = match self.vifs.iter_mut().find(|v| v.port == egress) {
+                // The buffer moves into the vif's queue; a spare comes back.
+                Some(v) => v.vif.enqueue_rx_owned(f, snow).1,
+                None => f,
+            };
             if self.spare.len() < 256 {
-                self.spare.push(f);
+                self.spare.push(spare);
             }
         }
         self.deliveries = out;

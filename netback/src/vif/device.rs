@@ -175,15 +175,30 @@ where
     /// Queue a frame for the guest on the queue its flow hashes to: the frontend's
     /// Toeplitz settings when it made any over the control ring, else [`flow_queue`].
     pub fn enqueue_rx(&mut self, frame: &[u8], now: Instant) -> bool {
-        let n = self.queues.len();
-        let i = self
-            .hash
-            .queue_for(frame, n)
-            .unwrap_or_else(|| flow_queue(frame, n));
+        let i = self.rx_queue_for(frame);
         match self.queues.get_mut(i) {
             Some(q) => q.enqueue_rx(frame, now),
             None => false,
         }
+    }
+
+    /// [`Vif::enqueue_rx`] taking the frame's buffer; returns whether it was queued
+    /// and a spare buffer for the caller.
+    pub fn enqueue_rx_owned(&mut self, frame: Vec<u8>, now: Instant) -> (bool, Vec<u8>) {
+        let i = self.rx_queue_for(&frame);
+        match self.queues.get_mut(i) {
+            Some(q) => q.enqueue_rx_owned(frame, now),
+            None => (false, frame),
+        }
+    }
+
+    /// The queue a frame for the guest goes to: by the frontend's Toeplitz settings
+    /// when it made any, else by [`flow_queue`].
+    fn rx_queue_for(&self, frame: &[u8]) -> usize {
+        let n = self.queues.len();
+        self.hash
+            .queue_for(frame, n)
+            .unwrap_or_else(|| flow_queue(frame, n))
     }
 
     /// Guest receive on every queue (control requests answered first).

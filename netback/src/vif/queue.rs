@@ -225,15 +225,36 @@ where
 
     /// Queue a frame for the guest. Returns false if it was dropped (counted).
     pub fn enqueue_rx(&mut self, frame: &[u8], now: Instant) -> bool {
+        if !self.admit_rx(frame.len()) {
+            return false;
+        }
+        let mut buf = self.rx_spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        self.rx_queue.push_back((buf, now));
+        true
+    }
+
+    /// [`NetbackQueue::enqueue_rx`] taking the frame's buffer instead of copying it.
+    /// Returns a spare buffer for the caller to reuse (the frame's own, if it was
+    /// dropped).
+    pub fn enqueue_rx_owned(&mut self, frame: Vec<u8>, now: Instant) -> (bool, Vec<u8>) {
+        if !self.admit_rx(frame.len()) {
+            return (false, frame);
+        }
+        self.rx_queue.push_back((frame, now));
+        (true, self.rx_spare.pop().unwrap_or_default())
+    }
+
+    /// Whether a frame of `len` bytes may be queued for the guest; counts the drop
+    /// if not.
+    fn admit_rx(&mut self, len: usize) -> bool {
         if self.broken.is_some() {
             self.counters.rx_dropped_disconnected += 1;
             return false;
         }
-        let slots = frame.len().div_ceil(PAGE_SIZE);
-        if frame.len() > XEN_NETIF_MAX_TX_SIZE
-            || slots > RX_STAGING_PAGES
-            || (!self.rx_sg && slots > 1)
-        {
+        let slots = len.div_ceil(PAGE_SIZE);
+        if len > XEN_NETIF_MAX_TX_SIZE || slots > RX_STAGING_PAGES || (!self.rx_sg && slots > 1) {
             self.counters.rx_dropped_too_big += 1;
             return false;
         }
@@ -241,10 +262,6 @@ where
             self.counters.rx_dropped_queue_full += 1;
             return false;
         }
-        let mut buf = self.rx_spare.pop().unwrap_or_default();
-        buf.clear();
-        buf.extend_from_slice(frame);
-        self.rx_queue.push_back((buf, now));
         true
     }
 
