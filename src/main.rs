@@ -169,7 +169,7 @@ struct BenchArgs {
     /// Batch sizes to sweep (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "N")]
     batches: Vec<usize>,
-    /// Measure only these paths (comma-separated: tx, rx, bridge, tx-copy, rx-copy, socketpair, veth).
+    /// Measure only these paths (comma-separated: tx, rx, bridge, tx-light, tx-copy, rx-copy, socketpair, veth).
     #[arg(long, value_delimiter = ',', value_name = "PATHS")]
     paths: Vec<String>,
 }
@@ -225,7 +225,7 @@ fn bench(args: BenchArgs) -> ExitCode {
     for p in &args.paths {
         if !paths.iter().any(|x| x.name == p) && !matches!(p.as_str(), "veth") {
             eprintln!(
-                "bench: unknown path {p} (tx, rx, bridge, tx-copy, rx-copy, socketpair, veth)"
+                "bench: unknown path {p} (tx, rx, bridge, tx-light, tx-copy, rx-copy, socketpair, veth)"
             );
             return ExitCode::FAILURE;
         }

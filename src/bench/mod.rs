@@ -219,6 +219,7 @@ pub fn xennet_paths() -> Vec<Path> {
         p("tx", xennet::tx as fn(&Case) -> std::io::Result<Sample>),
         p("rx", xennet::rx),
         p("bridge", xennet::bridge),
+        p("tx-light", xennet::tx_light),
         p("tx-copy", xennet::tx_copy),
         p("rx-copy", xennet::rx_copy),
     ]

@@ -3,6 +3,9 @@
 //! - `tx`: a guest's netfront transmits; the driver domain's netback takes every frame;
 //! - `rx`: the driver domain's netback sends; the guest's netfront receives;
 //! - `bridge`: guest 1 -> netback -> bridge `xenbr0` -> netback -> guest 2;
+//! - `tx-light`: `tx` at light load: the guest sends a batch, waits for its answers,
+//!   then pauses [`LIGHT_GAP`], so the driver domain goes to sleep between batches and
+//!   every batch has to wake it (notifications per batch near 1);
 //! - `tx-copy`, `rx-copy`: `tx` and `rx` with a backend that does not offer the control
 //!   ring, so every slot is a grant copy (the others use staging grants: the guest's
 //!   buffer pages stay mapped in the driver domain).
@@ -82,6 +85,26 @@ pub fn rx_copy(case: &Case) -> io::Result<Sample> {
         "xennet-front-recv",
         case,
         true,
+    )
+}
+
+/// The pause between batches of `tx-light` (longer than a waiting side's spin).
+pub const LIGHT_GAP: Duration = Duration::from_micros(200);
+/// Frames `tx-light` sends (its rate is set by the pause, not by the path).
+pub const LIGHT_PACKETS: u64 = 2_000;
+
+/// `tx` at light load: one batch per [`LIGHT_GAP`].
+pub fn tx_light(case: &Case) -> io::Result<Sample> {
+    let case = Case {
+        packets: case.packets.min(LIGHT_PACKETS),
+        ..case.clone()
+    };
+    one_guest(
+        "tx-light",
+        "xennet-back-tx",
+        "xennet-front-send-light",
+        &case,
+        false,
     )
 }
 
@@ -311,8 +334,9 @@ pub fn worker(role: &str, case: &Case, env: &WorkerEnv) -> Option<io::Result<()>
         "xennet-back-rx-copy" => back(case, env, BackRole::Source, false),
         "xennet-back-bridge" => back(case, env, BackRole::Bridge, true),
         "xennet-back-echo" => back(case, env, BackRole::Echo, true),
-        "xennet-front-send" => front(case, env, true),
-        "xennet-front-recv" => front(case, env, false),
+        "xennet-front-send" => front(case, env, Some(Duration::ZERO)),
+        "xennet-front-send-light" => front(case, env, Some(LIGHT_GAP)),
+        "xennet-front-recv" => front(case, env, None),
         _ => return None,
     };
     Some(r)
@@ -751,14 +775,15 @@ pub fn connect_guest(
     Ok((front, link, events))
 }
 
-fn front(case: &Case, env: &WorkerEnv, send: bool) -> io::Result<()> {
+/// A guest: the sender (pausing `gap` after each batch once it was answered, if
+/// non-zero) when `send` is some, else the receiver.
+fn front(case: &Case, env: &WorkerEnv, send: Option<Duration>) -> io::Result<()> {
     sys::pin_to_cpu(env.cpu);
     let domid = env.domid.unwrap_or(GUEST_A);
     let (mut front, _link, events) = connect_guest(&env.dir, domid, &fe::FrontOptions::default())?;
-    let report = if send {
-        transmit(case, &events, &mut front)?
-    } else {
-        receive(case, &events, &mut front, domid)?
+    let report = match send {
+        Some(gap) => transmit(case, &events, &mut front, gap)?,
+        None => receive(case, &events, &mut front, domid)?,
     };
     print_report(&report);
     linger();
@@ -781,8 +806,14 @@ fn reap_or_wait(w: &mut Waiter, events: &EventChannels, front: &mut Front) -> io
     )
 }
 
-/// Send every frame in batches of `case.batch`; wait for every answer.
-fn transmit(case: &Case, events: &EventChannels, front: &mut Front) -> io::Result<WorkerReport> {
+/// Send every frame in batches of `case.batch`; wait for every answer. With a `gap`,
+/// each batch is answered, then the sender pauses that long (light load).
+fn transmit(
+    case: &Case,
+    events: &EventChannels,
+    front: &mut Front,
+    gap: Duration,
+) -> io::Result<WorkerReport> {
     let src = front.mac();
     let dst = guest_mac(GUEST_B);
     let mut frames: Vec<Vec<u8>> = (0..case.batch)
@@ -817,6 +848,15 @@ fn transmit(case: &Case, events: &EventChannels, front: &mut Front) -> io::Resul
         }
         seq += n as u64;
         front.poll_tx().map_err(fail)?;
+        if !gap.is_zero() {
+            while front.tx_in_flight() > 0 {
+                if !reap_or_wait(&mut w, events, front)? {
+                    stalled = true;
+                    break 'send;
+                }
+            }
+            std::thread::sleep(gap);
+        }
     }
     while !stalled && front.tx_in_flight() > 0 {
         if !reap_or_wait(&mut w, events, front)? {
