@@ -234,3 +234,115 @@ fn read_only_grant_posted_for_receive_disconnects() {
     assert!(!e.back.enqueue_rx(&[0xffu8; 60], Instant::now()));
     assert_eq!(e.back.counters().rx_dropped_disconnected, 1);
 }
+
+/// One step of a hostile frontend in the random mixes below.
+#[derive(Clone, Debug)]
+enum Step {
+    /// A tx slot: which grant (0 the good read-only data page, 1 never granted, 2 the
+    /// rx ring's own page), offset, size, `more_data`, `extra_info`, id.
+    Slot(u8, u16, u16, bool, bool, u16),
+    /// Move `req_prod` by this much past what was really written.
+    Jump(u32),
+    /// Rewrite the last published slot's size after publishing (double fetch).
+    Rewrite(u16),
+    /// Run the backend.
+    Run,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        8 => (0u8..3, 0u16..4200, 0u16..5000, any::<bool>(), proptest::bool::weighted(0.1), any::<u16>())
+            .prop_map(|(g, o, s, m, x, id)| Step::Slot(g, o, s, m, x, id)),
+        1 => (1u32..100_000).prop_map(Step::Jump),
+        1 => any::<u16>().prop_map(Step::Rewrite),
+        2 => Just(Step::Run),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 128, ..Default::default() })]
+
+    /// Random mixes of good and hostile tx requests (bad grants, slots crossing pages,
+    /// chains of any length, extra-info slots, `req_prod` jumps, requests rewritten
+    /// after publishing). Whatever the frontend does, the backend never panics,
+    /// answers only with OKAY, ERROR or NULL, counts exactly the frames it delivered,
+    /// answers each delivered frame OKAY while connected, and either stays connected
+    /// or is shut down with a counted reason that sticks; a second vif in the same
+    /// process keeps working throughout.
+    #[test]
+    fn random_hostile_tx_mixes_end_only_that_vif(steps in proptest::collection::vec(step(), 1..60)) {
+        let mut e = evil();
+        let mut good = evil();
+        let grefs = [e.data, GrantRef(4000), GrantRef(1)];
+        let mut published = 0u32;
+        let mut delivered = 0usize;
+        let mut fatal = None;
+        for s in steps {
+            match s {
+                Step::Slot(g, offset, size, more, extra, id) => {
+                    let mut r = slot(grefs[g as usize], offset, size, more, id);
+                    if extra {
+                        r.flags |= TxFlags::EXTRA_INFO.bits();
+                    }
+                    if e.tx.push_request(&r).is_ok() {
+                        e.tx.push_requests();
+                        published += 1;
+                    }
+                }
+                Step::Jump(n) => {
+                    published = published.wrapping_add(n);
+                    // SAFETY: the ring page is live; this is the hostile write.
+                    unsafe { (e.tx_page.as_ptr() as *mut u32).write_volatile(published) };
+                }
+                Step::Rewrite(size) => {
+                    // `size` is the last u16 of a 12-byte request; slot 0 sits at 64.
+                    let slot = (published.wrapping_sub(1) % 256) as usize;
+                    // SAFETY: inside the live ring page; the hostile write under test.
+                    unsafe {
+                        (e.tx_page.as_ptr().add(64 + slot * 12 + 10) as *mut u16)
+                            .write_volatile(size)
+                    };
+                }
+                Step::Run => {
+                    let (r, n) = e.run();
+                    delivered += n;
+                    match r {
+                        Ok(_) => proptest::prop_assert!(fatal.is_none()),
+                        Err(err) => {
+                            if let Some(f) = fatal {
+                                proptest::prop_assert_eq!(err, f, "the first reason sticks");
+                            }
+                            fatal = Some(err);
+                        }
+                    }
+                    // The honest vif next door is unaffected.
+                    let d = good.data;
+                    good.send(&[slot(d, 0, 100, false, 1)]);
+                    proptest::prop_assert_eq!(good.run(), (Ok(1), 1));
+                    good.statuses();
+                }
+            }
+        }
+        let (r, n) = e.run();
+        delivered += n;
+        let c = e.back.counters();
+        let statuses = e.statuses();
+        let okay = statuses.iter().filter(|&&s| s == NETIF_RSP_OKAY).count();
+        proptest::prop_assert!(statuses.iter().all(|&s| matches!(s, NETIF_RSP_OKAY | NETIF_RSP_ERROR | 1)));
+        proptest::prop_assert_eq!(c.tx_packets as usize, delivered);
+        match r {
+            Ok(_) => {
+                // Connected: every delivered frame was answered OKAY (one per data
+                // slot, so at least as many OKAYs as frames).
+                proptest::prop_assert!(fatal.is_none());
+                proptest::prop_assert_eq!(c.fatal_errors, 0);
+                proptest::prop_assert!(okay >= delivered);
+            }
+            Err(_) => {
+                proptest::prop_assert_eq!(c.fatal_errors, 1);
+                proptest::prop_assert!(e.back.broken().is_some());
+            }
+        }
+    }
+}
