@@ -12,12 +12,19 @@ use smoltcp::time::Instant;
 use xennet_netback::switch::domain::DriverDomain;
 use xennet_netback::switch::{Output, PortId};
 use xennet_netback::vif::VifCounters;
+use xennet_platform::shm::EventChannels;
 use xennet_ring::Port;
 
 use crate::harness::{Back, Side};
 
 /// Frames taken from one vif per pass before others get a turn.
 const TX_BUDGET: usize = 256;
+/// Consecutive kicks from a guest that found no work before its channel is throttled
+/// (XSA-332: a guest must not make the driver domain spin on empty events).
+pub const SPURIOUS_LIMIT: u32 = 32;
+/// How long a throttled guest's channels stay masked; its rings are still served on
+/// every pass the loop makes for other reasons, and when the mask lifts.
+pub const THROTTLE: Duration = Duration::from_millis(10);
 /// Longest sleep when nothing is timed.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
@@ -29,6 +36,14 @@ pub struct VifPort {
     pub vif: Back,
     /// Its event-channel ports (backend side).
     pub events: Vec<Port>,
+    /// It kicked us since the last pass.
+    woken: bool,
+    /// Kicks in a row that found no work.
+    spurious: u32,
+    /// Its channels are masked until then (throttled).
+    masked_until: Option<StdInstant>,
+    /// Its counters when the current pass began.
+    pass_start: VifCounters,
 }
 
 /// netback + switch.
@@ -46,6 +61,41 @@ pub struct Dataplane {
     deliveries: Vec<(PortId, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
     woken: Vec<Port>,
+}
+
+impl VifPort {
+    /// After a pass: a kick that found nothing to do (no frame or error either way, no
+    /// control request, no rate-limit wait) is spurious; [`SPURIOUS_LIMIT`] of them in a row
+    /// mask its channels for [`THROTTLE`] (counted), as Linux's late-EOI handling
+    /// throttles an event storm (XSA-332).
+    fn note_pass(&mut self, events: &EventChannels, now: StdInstant) {
+        if !std::mem::take(&mut self.woken) {
+            return;
+        }
+        let work = |c: &VifCounters| {
+            c.tx_packets
+                + c.tx_errors
+                + c.rx_packets
+                + c.rx_errors
+                + c.ctrl_requests
+                + c.tx_credit_waits
+        };
+        let worked = work(&self.vif.counters()) != work(&self.pass_start);
+        if worked {
+            self.spurious = 0;
+            return;
+        }
+        self.spurious += 1;
+        self.vif.note_spurious();
+        if self.spurious >= SPURIOUS_LIMIT && self.masked_until.is_none() {
+            self.masked_until = Some(now + THROTTLE);
+            self.vif.note_throttled();
+            for p in &self.events {
+                events.mask(*p);
+            }
+            tracing::warn!(vif = %self.vif.name(), "event storm: channel throttled");
+        }
+    }
 }
 
 /// Deliveries to vif ports, kept for the vifs' receive queues.
@@ -86,7 +136,15 @@ impl Dataplane {
     /// Attach a connected vif to its switch port.
     pub fn add_vif(&mut self, port: PortId, vif: Back, events: Vec<Port>) {
         tracing::info!(vif = %vif.name(), "vif connected");
-        self.vifs.push(VifPort { port, vif, events });
+        self.vifs.push(VifPort {
+            port,
+            vif,
+            events,
+            woken: false,
+            spurious: 0,
+            masked_until: None,
+            pass_start: VifCounters::default(),
+        });
     }
 
     /// Detach and close a vif (its port stays in the switch until removed).
@@ -117,6 +175,7 @@ impl Dataplane {
             let port = v.port;
             let dd = &mut self.dd;
             let spare = &mut self.spare;
+            v.pass_start = v.vif.counters();
             let r = v.vif.process_tx(TX_BUDGET, snow, &mut |f| {
                 moved = true;
                 dd.input(
@@ -157,6 +216,7 @@ impl Dataplane {
                 Ok(n) => moved |= n > 0,
                 Err(_) => broken.push(v.port),
             }
+            v.note_pass(&self.side.events, snow);
         }
         for port in broken {
             self.remove_vif(port);
@@ -166,7 +226,19 @@ impl Dataplane {
 
     /// Sleep until a frontend kicks, the switch has timed work, or `limit` passes;
     /// first arming every ring (a final check that finds work returns at once).
+    /// Throttled vifs whose time is up are unmasked first (their pending kicks then
+    /// wake us at once).
     pub fn wait(&mut self, limit: Duration) {
+        let snow = StdInstant::now();
+        for v in &mut self.vifs {
+            if v.masked_until.is_some_and(|t| t <= snow) {
+                v.masked_until = None;
+                v.spurious = 0;
+                for p in &v.events {
+                    self.side.events.unmask(*p);
+                }
+            }
+        }
         let mut work = false;
         for v in &mut self.vifs {
             work |= v.vif.final_check().unwrap_or(true);
@@ -181,7 +253,7 @@ impl Dataplane {
             sleep = sleep.min(Duration::from_micros(d.total_micros()));
         }
         for v in &self.vifs {
-            if let Some(at) = v.vif.poll_at() {
+            for at in v.vif.poll_at().into_iter().chain(v.masked_until) {
                 sleep = sleep.min(at.saturating_duration_since(StdInstant::now()));
             }
         }
@@ -190,6 +262,7 @@ impl Dataplane {
         for p in &self.woken {
             for v in &mut self.vifs {
                 if let Some(i) = v.events.iter().position(|e| e == p) {
+                    v.woken = true;
                     if let Some(q) = v.vif.queues_mut().get_mut(i) {
                         q.note_notification();
                     }

@@ -42,6 +42,11 @@ pub struct VifCounters {
     pub mapped_slots: u64,
     /// Control-ring requests answered.
     pub ctrl_requests: u64,
+    /// Kicks from the frontend that found no work (counted by the event loop).
+    pub spurious_events: u64,
+    /// Times the frontend's channels were masked for a while after a run of
+    /// spurious kicks (an event storm, XSA-332).
+    pub throttled: u64,
 }
 
 impl AddAssign for VifCounters {
@@ -64,6 +69,8 @@ impl AddAssign for VifCounters {
         self.fatal_errors += o.fatal_errors;
         self.mapped_slots += o.mapped_slots;
         self.ctrl_requests += o.ctrl_requests;
+        self.spurious_events += o.spurious_events;
+        self.throttled += o.throttled;
     }
 }
 

@@ -123,6 +123,16 @@ where
         }
     }
 
+    /// Count a kick that found no work (the event loop decides).
+    pub fn note_spurious(&mut self) {
+        self.closed.spurious_events += 1;
+    }
+
+    /// Count a throttling of this vif's channels after an event storm.
+    pub fn note_throttled(&mut self) {
+        self.closed.throttled += 1;
+    }
+
     /// Grants kept mapped (staging grants), over all queues.
     pub fn static_grants(&self) -> usize {
         self.queues.iter().map(NetbackQueue::static_grants).sum()
