@@ -12,12 +12,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use xennet::dataplane::Dataplane;
 use xennet::harness::{connect_pair, enable_ctrl, Back, Front, Side};
-use xennet::netback::config::UplinkSpec;
-use xennet::netback::switch::{Mode, PortConfig, PortKind};
-use xennet::netback::wire::MacAddr;
 use xennet::netfront::Features;
-use xennet::ring::{DomId, Notify};
-use xennet::toolstack::up::driver_domain;
+use xennet::ring::{DomId, Notify, Port};
 
 const SIZES: [usize; 5] = [64, 512, 1514, 9000, 65535];
 const BATCHES: [usize; 2] = [1, 32];
@@ -203,24 +199,9 @@ fn bridge_group(
             enable_ctrl(&dom0, &a, &mut fa, &mut va).expect("ctrl 1");
             enable_ctrl(&dom0, &b2, &mut fb, &mut vb).expect("ctrl 2");
         }
-        let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim).expect("switch");
-        let mut plane = Dataplane::new(dom0.clone(), dd);
-        for (domid, mac, vif, ports) in [(1u16, MAC_A, va, pa), (2, MAC_B, vb, pb)] {
-            let cfg = PortConfig {
-                peer_mac: Some(MacAddr(mac)),
-                ..PortConfig::default()
-            };
-            let port = plane
-                .dd
-                .fabric_mut()
-                .add_port(
-                    format!("vif{domid}.0"),
-                    PortKind::Vif { domid, devid: 0 },
-                    cfg,
-                )
-                .expect("port");
-            plane.add_vif(port, vif, ports.iter().map(|p| p.1).collect());
-        }
+        let ports = |p: &[(Port, Port)]| p.iter().map(|x| x.1).collect();
+        let vifs = vec![(1, MAC_A, va, ports(&pa)), (2, MAC_B, vb, ports(&pb))];
+        let mut plane = Dataplane::bridged(dom0.clone(), vifs).expect("data plane");
         // Let guest 2 speak once so the bridge learns where MAC_B is.
         fb.send(&frame(64, MAC_A, MAC_B)).expect("hello");
         for _ in 0..100 {

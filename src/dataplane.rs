@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use smoltcp::time::Instant;
+use xennet_netback::config::UplinkSpec;
 use xennet_netback::switch::domain::DriverDomain;
-use xennet_netback::switch::{Output, PortId};
+use xennet_netback::switch::{Mode, Output, PortConfig, PortId, PortKind};
 use xennet_netback::vif::VifCounters;
+use xennet_netback::wire::MacAddr;
 use xennet_platform::shm::EventChannels;
 use xennet_ring::Port;
 
 use crate::harness::{Back, Side};
+use crate::toolstack::up::driver_domain;
 
 /// Frames taken from one vif per pass before others get a turn.
 const TX_BUDGET: usize = 256;
@@ -126,6 +129,31 @@ impl Dataplane {
             spare: Vec::new(),
             woken: Vec::new(),
         }
+    }
+
+    /// A bridge-mode data plane (learning bridge `xenbr0`, a simulated uplink host)
+    /// with each of `vifs` — (guest domain, guest MAC, connected vif, its backend
+    /// ports) — on its own switch port `vif<domid>.0`, as `xennet up` attaches guests.
+    pub fn bridged(side: Side, vifs: Vec<(u16, [u8; 6], Back, Vec<Port>)>) -> Result<Self, String> {
+        let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim)?;
+        let mut plane = Dataplane::new(side, dd);
+        for (domid, mac, vif, ports) in vifs {
+            let cfg = PortConfig {
+                peer_mac: Some(MacAddr(mac)),
+                ..PortConfig::default()
+            };
+            let port = plane
+                .dd
+                .fabric_mut()
+                .add_port(
+                    format!("vif{domid}.0"),
+                    PortKind::Vif { domid, devid: 0 },
+                    cfg,
+                )
+                .map_err(|e| e.to_string())?;
+            plane.add_vif(port, vif, ports);
+        }
+        Ok(plane)
     }
 
     /// The switch clock (what ageing timers count against).

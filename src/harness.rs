@@ -65,6 +65,20 @@ impl Side {
     }
 }
 
+/// A driver domain (domain 0, 8192 pages) and `n` guests (domains 1..=n, 4096 pages
+/// each) in this process, each guest and the driver domain reachable by the other.
+pub fn domains(n: u16) -> Result<(Side, Vec<Side>), ShmError> {
+    let dom0 = Side::anonymous(DomId(0), 8192)?;
+    let mut guests = Vec::new();
+    for d in 1..=n {
+        let g = Side::anonymous(DomId(d), 4096)?;
+        dom0.know(&g);
+        g.know(&dom0);
+        guests.push(g);
+    }
+    Ok((dom0, guests))
+}
+
 /// Per queue: the frontend's port, the backend's port.
 pub type QueuePorts = Vec<(Port, Port)>;
 
@@ -137,6 +151,46 @@ pub fn enable_ctrl(
     let ring = CtrlRing::connect(&backend.ops, gid, ring_ref, backend.events.port(bp))?;
     back.attach_ctrl(ring);
     Ok((gp, bp))
+}
+
+/// Drive both ends in this thread until the backend has taken every frame of
+/// `frames` from the guest (bounded: 10 000 rounds); returns what it delivered.
+pub fn tx_all(front: &mut Front, back: &mut Back, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut next = 0;
+    for _ in 0..10_000 {
+        while next < frames.len() && front.send(&frames[next]).is_ok() {
+            next += 1;
+        }
+        if back
+            .process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()))
+            .is_err()
+            || front.poll_tx().is_err()
+            || got.len() == frames.len()
+        {
+            break;
+        }
+    }
+    got
+}
+
+/// Drive both ends until the guest has received every frame of `frames` from the
+/// backend (bounded: 10 000 rounds); returns what it received.
+pub fn rx_all(front: &mut Front, back: &mut Back, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut next = 0;
+    for _ in 0..10_000 {
+        while next < frames.len() && back.enqueue_rx(&frames[next], Instant::now()) {
+            next += 1;
+        }
+        if back.process_rx(Instant::now()).is_err()
+            || front.receive(64, |f, _| got.push(f.to_vec())).is_err()
+            || got.len() == frames.len()
+        {
+            break;
+        }
+    }
+    got
 }
 
 /// The echo backend of the round-trip tests: every frame the guest transmits is queued

@@ -3,18 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use xennet::harness::{connect_pair, Back, Front, Side};
+use xennet::harness::{connect_pair, domains, rx_all, tx_all, Side};
 use xennet::netfront::Features;
-use xennet::ring::DomId;
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 
 fn sides() -> (Side, Side) {
-    let dom0 = Side::anonymous(DomId(0), 4096).unwrap();
-    let domu = Side::anonymous(DomId(1), 4096).unwrap();
-    dom0.know(&domu);
-    domu.know(&dom0);
-    (dom0, domu)
+    let (dom0, mut guests) = domains(1).unwrap();
+    (dom0, guests.remove(0))
 }
 
 fn frame(len: usize, seed: u8) -> Vec<u8> {
@@ -30,40 +26,6 @@ fn sg() -> Features {
         sg: true,
         gso_tcpv4: true,
     }
-}
-
-/// Drive both ends until the backend has taken `n` frames.
-fn tx_all(front: &mut Front, back: &mut Back, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut got = Vec::new();
-    let mut next = 0;
-    for _ in 0..10_000 {
-        while next < frames.len() && front.send(&frames[next]).is_ok() {
-            next += 1;
-        }
-        back.process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()))
-            .unwrap();
-        front.poll_tx().unwrap();
-        if got.len() == frames.len() {
-            break;
-        }
-    }
-    got
-}
-
-fn rx_all(front: &mut Front, back: &mut Back, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut got = Vec::new();
-    let mut next = 0;
-    for _ in 0..10_000 {
-        while next < frames.len() && back.enqueue_rx(&frames[next], Instant::now()) {
-            next += 1;
-        }
-        back.process_rx(Instant::now()).unwrap();
-        front.receive(64, |f, _| got.push(f.to_vec())).unwrap();
-        if got.len() == frames.len() {
-            break;
-        }
-    }
-    got
 }
 
 #[test]

@@ -7,13 +7,8 @@
 use std::time::{Duration, Instant};
 
 use xennet::dataplane::{Dataplane, SPURIOUS_LIMIT};
-use xennet::harness::{connect_pair, Side};
-use xennet::netback::config::UplinkSpec;
-use xennet::netback::switch::{Mode, PortConfig, PortKind};
-use xennet::netback::wire::MacAddr;
+use xennet::harness::{connect_pair, domains};
 use xennet::netfront::Features;
-use xennet::ring::DomId;
-use xennet::toolstack::up::driver_domain;
 
 const MAC_A: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 const MAC_B: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02];
@@ -28,38 +23,18 @@ fn frame(len: usize, dst: [u8; 6], src: [u8; 6], seq: u8) -> Vec<u8> {
 
 #[test]
 fn an_event_storm_is_counted_and_throttled_and_real_frames_still_pass() {
-    let dom0 = Side::anonymous(DomId(0), 8192).unwrap();
-    let a = Side::anonymous(DomId(1), 4096).unwrap();
-    let b = Side::anonymous(DomId(2), 4096).unwrap();
-    for s in [&a, &b] {
-        dom0.know(s);
-        s.know(&dom0);
-    }
+    let (dom0, guests) = domains(2).unwrap();
+    let (a, b) = (&guests[0], &guests[1]);
     let sg = Features {
         sg: true,
         gso_tcpv4: false,
     };
-    let (mut fa, va, pa) = connect_pair(&dom0, &a, 0, MAC_A, 1, sg, None).unwrap();
-    let (mut fb, vb, pb) = connect_pair(&dom0, &b, 0, MAC_B, 1, sg, None).unwrap();
+    let (mut fa, va, pa) = connect_pair(&dom0, a, 0, MAC_A, 1, sg, None).unwrap();
+    let (mut fb, vb, pb) = connect_pair(&dom0, b, 0, MAC_B, 1, sg, None).unwrap();
     let storm_port = pa[0].0;
-    let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim).unwrap();
-    let mut plane = Dataplane::new(dom0.clone(), dd);
-    for (domid, mac, vif, ports) in [(1u16, MAC_A, va, pa), (2, MAC_B, vb, pb)] {
-        let cfg = PortConfig {
-            peer_mac: Some(MacAddr(mac)),
-            ..PortConfig::default()
-        };
-        let port = plane
-            .dd
-            .fabric_mut()
-            .add_port(
-                format!("vif{domid}.0"),
-                PortKind::Vif { domid, devid: 0 },
-                cfg,
-            )
-            .unwrap();
-        plane.add_vif(port, vif, ports.iter().map(|p| p.1).collect());
-    }
+    let ports = |p: &[(xennet::ring::Port, xennet::ring::Port)]| p.iter().map(|x| x.1).collect();
+    let vifs = vec![(1, MAC_A, va, ports(&pa)), (2, MAC_B, vb, ports(&pb))];
+    let mut plane = Dataplane::bridged(dom0.clone(), vifs).unwrap();
     let counters = |plane: &Dataplane, domid: u16| {
         plane
             .vifs

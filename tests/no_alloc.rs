@@ -9,13 +9,9 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use xennet::dataplane::Dataplane;
-use xennet::harness::{connect_pair, enable_ctrl, Back, Front, Side};
-use xennet::netback::config::UplinkSpec;
-use xennet::netback::switch::{Mode, PortConfig, PortKind};
-use xennet::netback::wire::MacAddr;
+use xennet::harness::{connect_pair, domains, enable_ctrl, Back, Front, Side};
 use xennet::netfront::Features;
 use xennet::ring::DomId;
-use xennet::toolstack::up::driver_domain;
 
 struct Counting;
 
@@ -161,33 +157,13 @@ fn guest_transmit_and_receive_allocate_nothing_by_copy_or_by_map() {
 
 #[test]
 fn the_bridged_data_plane_allocates_nothing_once_running() {
-    let dom0 = Side::anonymous(DomId(0), 8192).unwrap();
-    let a = Side::anonymous(DomId(1), 4096).unwrap();
-    let b = Side::anonymous(DomId(2), 4096).unwrap();
-    for s in [&a, &b] {
-        dom0.know(s);
-        s.know(&dom0);
-    }
-    let (mut fa, va, pa) = connect_pair(&dom0, &a, 0, MAC_A, 1, features(), None).unwrap();
-    let (mut fb, vb, pb) = connect_pair(&dom0, &b, 0, MAC_B, 1, features(), None).unwrap();
-    let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim).unwrap();
-    let mut plane = Dataplane::new(dom0.clone(), dd);
-    for (domid, mac, vif, ports) in [(1u16, MAC_A, va, pa), (2, MAC_B, vb, pb)] {
-        let cfg = PortConfig {
-            peer_mac: Some(MacAddr(mac)),
-            ..PortConfig::default()
-        };
-        let port = plane
-            .dd
-            .fabric_mut()
-            .add_port(
-                format!("vif{domid}.0"),
-                PortKind::Vif { domid, devid: 0 },
-                cfg,
-            )
-            .unwrap();
-        plane.add_vif(port, vif, ports.iter().map(|p| p.1).collect());
-    }
+    let (dom0, guests) = domains(2).unwrap();
+    let (a, b) = (&guests[0], &guests[1]);
+    let (mut fa, va, pa) = connect_pair(&dom0, a, 0, MAC_A, 1, features(), None).unwrap();
+    let (mut fb, vb, pb) = connect_pair(&dom0, b, 0, MAC_B, 1, features(), None).unwrap();
+    let ports = |p: Vec<(xennet::ring::Port, xennet::ring::Port)>| p.iter().map(|x| x.1).collect();
+    let vifs = vec![(1, MAC_A, va, ports(pa)), (2, MAC_B, vb, ports(pb))];
+    let mut plane = Dataplane::bridged(dom0.clone(), vifs).unwrap();
     let frames: Vec<Vec<u8>> = [60, 1514, 9000]
         .iter()
         .map(|&n| frame(n, MAC_B, MAC_A))

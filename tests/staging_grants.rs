@@ -5,7 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use xennet::harness::{connect_pair, echo_once, enable_ctrl, round_trip_matrix, Back, Front, Side};
+use xennet::harness::{
+    connect_pair, domains, echo_once, enable_ctrl, round_trip_matrix, rx_all, tx_all, Back, Front,
+    Side,
+};
 use xennet::netback::vif::{CtrlRing, VifError, STATIC_GRANTS_PER_QUEUE};
 use xennet::netfront::{Features, FrontError, LinkState, HASH_KEY, HASH_MAPPING_SIZE};
 use xennet::ring::netif::{
@@ -21,11 +24,8 @@ use zerocopy::IntoBytes;
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 
 fn sides() -> (Side, Side) {
-    let dom0 = Side::anonymous(DomId(0), 4096).unwrap();
-    let domu = Side::anonymous(DomId(1), 4096).unwrap();
-    dom0.know(&domu);
-    domu.know(&dom0);
-    (dom0, domu)
+    let (dom0, mut guests) = domains(1).unwrap();
+    (dom0, guests.remove(0))
 }
 
 fn sg() -> Features {
@@ -81,35 +81,8 @@ fn staging_grants_move_frames_both_ways_without_a_grant_copy() {
     let frames: Vec<Vec<u8>> = (0..120)
         .map(|i| tcp_frame(sizes[i % sizes.len()], 1000 + i as u16, 80, i as u32))
         .collect();
-    // Guest -> backend.
-    let mut got = Vec::new();
-    let mut next = 0;
-    for _ in 0..10_000 {
-        while next < frames.len() && front.send(&frames[next]).is_ok() {
-            next += 1;
-        }
-        back.process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()))
-            .unwrap();
-        front.poll_tx().unwrap();
-        if got.len() == frames.len() {
-            break;
-        }
-    }
-    assert_eq!(got, frames);
-    // Backend -> guest.
-    let mut got = Vec::new();
-    let mut next = 0;
-    for _ in 0..10_000 {
-        while next < frames.len() && back.enqueue_rx(&frames[next], Instant::now()) {
-            next += 1;
-        }
-        back.process_rx(Instant::now()).unwrap();
-        front.receive(64, |f, _| got.push(f.to_vec())).unwrap();
-        if got.len() == frames.len() {
-            break;
-        }
-    }
-    assert_eq!(got, frames);
+    assert_eq!(tx_all(&mut front, &mut back, &frames), frames);
+    assert_eq!(rx_all(&mut front, &mut back, &frames), frames);
     let c = back.counters();
     assert_eq!(
         c.copy_batches, copies,

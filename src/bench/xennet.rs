@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xennet_netback::switch::{Mode, PortConfig, PortKind};
 use xennet_netback::xenbus as be;
 use xennet_netfront::xenbus as fe;
 use xennet_platform::shm::{Domain, EventChannels, PeerDomain, RuntimeDir};
@@ -34,8 +33,7 @@ use super::{sys, Case, Sample, WorkerReport};
 use crate::dataplane::Dataplane;
 use crate::harness::{Back, Front, Side};
 use crate::toolstack::nodes::VifNodes;
-use crate::toolstack::up::{driver_domain, guest_mac, xenstore_dir, DD_MAC};
-use xennet_netback::config::UplinkSpec;
+use crate::toolstack::up::{guest_mac, xenstore_dir, DD_MAC};
 use xennet_netback::wire::{MacAddr, MacFmt};
 
 /// The sending guest (and the only guest of `tx` and `rx`).
@@ -654,24 +652,11 @@ fn forward(
     side: Side,
     vifs: Vec<(u16, Back, Vec<xennet_ring::Port>)>,
 ) -> io::Result<()> {
-    let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim).map_err(io::Error::other)?;
-    let mut plane = Dataplane::new(side, dd);
-    for (domid, vif, ports) in vifs {
-        let cfg = PortConfig {
-            peer_mac: Some(MacAddr(guest_mac(domid))),
-            ..PortConfig::default()
-        };
-        let port = plane
-            .dd
-            .fabric_mut()
-            .add_port(
-                format!("vif{domid}.0"),
-                PortKind::Vif { domid, devid: 0 },
-                cfg,
-            )
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        plane.add_vif(port, vif, ports);
-    }
+    let vifs = vifs
+        .into_iter()
+        .map(|(domid, vif, ports)| (domid, guest_mac(domid), vif, ports))
+        .collect();
+    let mut plane = Dataplane::bridged(side, vifs).map_err(io::Error::other)?;
     // (frames handed to guest 2, kicks sent, drops, frames taken from guest 1)
     let delivered = |plane: &Dataplane| -> (u64, u64, u64, u64) {
         let mut out = (0, 0, 0, 0);
