@@ -45,7 +45,7 @@ pub struct VifPort {
     spurious: u32,
     /// Its channels are masked until then (throttled).
     masked_until: Option<StdInstant>,
-    /// Its counters when the current pass began.
+    /// Its counters when the current pass began (taken only when it kicked us).
     pass_start: VifCounters,
 }
 
@@ -203,7 +203,9 @@ impl Dataplane {
             let port = v.port;
             let dd = &mut self.dd;
             let spare = &mut self.spare;
-            v.pass_start = v.vif.counters();
+            if v.woken {
+                v.pass_start = v.vif.counters();
+            }
             let r = v.vif.process_tx(TX_BUDGET, snow, &mut |f| {
                 moved = true;
                 dd.input(

@@ -341,6 +341,14 @@ fn hostile_control_requests_are_refused_and_change_nothing() {
         (SUCCESS, 0)
     );
     assert_eq!(back.static_grants(), 1);
+    // A grant already mapped by an earlier ADD, after a new one: refused, all or none.
+    let other = front.queue_refs()[0].rx_ring_ref;
+    list(&[gref(other.0, 0), gref(good.0, 0)]);
+    assert_eq!(
+        s(raw.ask(&mut back, ADD_GREF_MAPPING, [0, page, 2])).0,
+        INVALID_PARAMETER
+    );
+    assert_eq!(back.static_grants(), 1);
     list(&[gref(good.0, 0), gref(77, 0)]);
     assert_eq!(
         s(raw.ask(&mut back, DEL_GREF_MAPPING, [0, page, 2])),

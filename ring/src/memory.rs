@@ -123,10 +123,9 @@ pub fn write_mapped<M: MappedPage + ?Sized>(
         return Err(MemoryError::ReadOnly);
     }
     check_in_page(offset, data.len())?;
-    // SAFETY: `as_ptr` points at a live, writable 4096-byte mapping (MappedPage's
-    // contract; not read-only, checked above) and offset + len <= 4096 was checked;
-    // bytes are plain data, so a concurrent reader can only see old or new values, and
-    // `data` does not overlap the mapping.
+    // SAFETY: `as_ptr` is a live writable 4096-byte mapping (MappedPage's contract,
+    // not read-only: checked), offset + len <= 4096 (checked); plain bytes, and `data`
+    // does not overlap the mapping.
     unsafe {
         core::ptr::copy_nonoverlapping(
             data.as_ptr(),

@@ -8,7 +8,7 @@
 //! answered with `INVALID_PARAMETER` (or `BUFFER_OVERFLOW`) and changes nothing; only
 //! an impossible ring index ends the vif.
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use xennet_ring::memory::{read_mapped, write_mapped};
 use xennet_ring::netif::{
@@ -124,7 +124,7 @@ pub(crate) trait CtrlTarget {
 pub(crate) fn process<T: CtrlTarget, N: Notify>(
     ring: &mut CtrlRing<T::Grants, N>,
     target: &mut T,
-    scratch: &mut [u8; PAGE_SIZE],
+    scratch: &mut [CtrlGref; GREF_LIST_MAX],
 ) -> Result<usize, VifError> {
     let mut n = 0;
     while n < CTRL_BUDGET {
@@ -161,7 +161,12 @@ fn read_page<G: GrantMap>(
     r.map_err(|_| ctrl_status::INVALID_PARAMETER)
 }
 
-fn answer<T: CtrlTarget>(target: &mut T, req: &CtrlRequest, scratch: &mut [u8]) -> (u32, u32) {
+/// `scratch` is one page, typed as gref entries so a list read into it is aligned.
+fn answer<T: CtrlTarget>(
+    target: &mut T,
+    req: &CtrlRequest,
+    scratch: &mut [CtrlGref; GREF_LIST_MAX],
+) -> (u32, u32) {
     let [d0, d1, d2] = req.data;
     let fail = |s| (s, 0);
     match req.type_ {
@@ -176,13 +181,10 @@ fn answer<T: CtrlTarget>(target: &mut T, req: &CtrlRequest, scratch: &mut [u8]) 
             if queue >= target.queues() || len == 0 || len > GREF_LIST_MAX {
                 return fail(ctrl_status::INVALID_PARAMETER);
             }
-            let bytes = &mut scratch[..len * core::mem::size_of::<CtrlGref>()];
-            if let Err(s) = read_page(target.grants(), target.frontend(), d1, bytes) {
+            let list = &mut scratch[..len];
+            if let Err(s) = read_page(target.grants(), target.frontend(), d1, list.as_mut_bytes()) {
                 return fail(s);
             }
-            let Ok(list) = <[CtrlGref]>::mut_from_bytes(bytes) else {
-                return fail(ctrl_status::INVALID_PARAMETER);
-            };
             if req.type_ == ctrl_type::ADD_GREF_MAPPING {
                 return (target.add_static(queue, list), 0);
             }
@@ -250,7 +252,7 @@ fn answer<T: CtrlTarget>(target: &mut T, req: &CtrlRequest, scratch: &mut [u8]) 
             if off.saturating_add(len) > target.hash().mapping.len() {
                 return fail(ctrl_status::BUFFER_OVERFLOW);
             }
-            let bytes = &mut scratch[..len * 4];
+            let bytes = &mut scratch.as_mut_bytes()[..len * 4];
             if let Err(s) = read_page(target.grants(), target.frontend(), d0, bytes) {
                 return fail(s);
             }

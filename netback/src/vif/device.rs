@@ -3,12 +3,13 @@
 use std::time::Instant;
 
 use xennet_ring::netif::CtrlGref;
-use xennet_ring::{DomId, FrameAlloc, GrantCopy, GrantMap, LocalMemory, Notify, PAGE_SIZE};
+use xennet_ring::{DomId, FrameAlloc, GrantCopy, GrantMap, LocalMemory, Notify};
 
 use super::counters::VifCounters;
 use super::ctrl::{self, CtrlRing, CtrlTarget, HashState};
 use super::error::VifError;
 use super::queue::NetbackQueue;
+use super::staging::GREF_LIST_MAX;
 
 /// A guest's network device as the backend sees it: `vif<domid>.<devid>`.
 pub struct Vif<G: GrantMap, M, N> {
@@ -24,7 +25,7 @@ pub struct Vif<G: GrantMap, M, N> {
     /// Why the control ring ended the vif.
     ctrl_broken: Option<VifError>,
     hash: HashState,
-    ctrl_scratch: Box<[u8; PAGE_SIZE]>,
+    ctrl_scratch: Box<[CtrlGref; GREF_LIST_MAX]>,
 }
 
 /// What control requests act on: the queues and the hash settings.
@@ -77,7 +78,7 @@ where
             ctrl: None,
             ctrl_broken: None,
             hash: HashState::new(),
-            ctrl_scratch: Box::new([0; PAGE_SIZE]),
+            ctrl_scratch: Box::new([CtrlGref::default(); GREF_LIST_MAX]),
         }
     }
 
@@ -95,6 +96,9 @@ where
     /// by [`Vif::process_tx`]; returns how many were answered. A control ring with an
     /// impossible index ends the vif.
     pub fn process_ctrl(&mut self) -> Result<usize, VifError> {
+        if self.ctrl.is_none() {
+            return Ok(0);
+        }
         if let Some(e) = self.broken() {
             return Err(e);
         }

@@ -57,7 +57,11 @@ impl<Mp: MappedPage> StaticGrants<Mp> {
         }
         let before = self.entries.len();
         for e in list {
-            if self.find(e.gref).is_some() || self.entries[before..].iter().any(|m| m.0 == e.gref) {
+            // The table is sorted up to `before`; this list's entries follow unsorted.
+            let (old, new) = self.entries.split_at(before);
+            if old.binary_search_by_key(&e.gref, |m| m.0).is_ok()
+                || new.iter().any(|m| m.0 == e.gref)
+            {
                 self.undo(grants, before);
                 return ctrl_status::INVALID_PARAMETER;
             }
