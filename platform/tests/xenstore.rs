@@ -557,3 +557,131 @@ fn dropped_clients_close_their_connections() {
     }
     assert_eq!(keep.read_string("/x").unwrap(), "1");
 }
+
+/// Drains events until one names `path` (a restart re-fires every watch once).
+fn event_for(c: &XsClient, path: &str) -> WatchEvent {
+    loop {
+        let ev = next(c);
+        if ev.path == path {
+            return ev;
+        }
+    }
+}
+
+#[test]
+fn a_persistent_daemon_comes_back_after_a_crash_and_its_clients_reconnect() {
+    let dir = TempDir::new();
+    let xs = Xenstored::start_persistent(&dir.0).unwrap();
+    let dom0 = XsClient::connect(xs.socket_path()).unwrap();
+    dom0.write("/local/domain/0/backend/vif/5/0/state", "4")
+        .unwrap();
+    dom0.write("/tool/blob", [0u8, 1, 2, 255]).unwrap();
+    xs.introduce(5).unwrap();
+    dom0.write("/local/domain/5/device/vif/0/state", "4")
+        .unwrap();
+    dom0.set_perms(
+        "/local/domain/5/device/vif/0",
+        &[Perm::new(5, Access::None), Perm::new(0, Access::Read)],
+    )
+    .unwrap();
+    dom0.transact(|t| t.write("/tool/committed", "yes"))
+        .unwrap();
+    dom0.watch("/local/domain/0/backend", "be").unwrap();
+    assert_eq!(next(&dom0).token, "be");
+    let guest = XsClient::connect(domain_socket(&dir.0, 5)).unwrap();
+    guest.watch("device", "dev").unwrap();
+    assert_eq!(next(&guest).path, "device");
+    // A transaction open across the crash cannot commit.
+    let open_tx = dom0.transaction().unwrap();
+    open_tx.write("/tool/lost", "x").unwrap();
+
+    xs.crash();
+    drop(xs);
+    // The clients are waiting for a daemon, not closed.
+    assert!(!dom0.is_closed() && !guest.is_closed());
+    // A request made while the daemon is down waits for its successor.
+    let writer = {
+        let c = dom0.clone();
+        std::thread::spawn(move || c.write("/local/domain/0/backend/vif/5/0/x", "during"))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let xs = Xenstored::start_persistent(&dir.0).unwrap();
+    writer.join().unwrap().unwrap();
+
+    // Everything acknowledged before the crash is there, with its permissions.
+    assert_eq!(dom0.read("/tool/blob").unwrap(), vec![0, 1, 2, 255]);
+    assert_eq!(dom0.read_string("/tool/committed").unwrap(), "yes");
+    assert_eq!(errno(dom0.read("/tool/lost")), Errno::ENOENT);
+    assert_eq!(errno(open_tx.commit()), Errno::EAGAIN);
+    assert!(dom0.is_domain_introduced(5).unwrap());
+    assert_eq!(
+        dom0.get_perms("/local/domain/5/device/vif/0").unwrap(),
+        vec![Perm::new(5, Access::None), Perm::new(0, Access::Read)]
+    );
+    // Watches were registered again: the initial event, then real changes.
+    event_for(&dom0, "/local/domain/0/backend");
+    dom0.write("/local/domain/0/backend/vif/5/0/state", "5")
+        .unwrap();
+    event_for(&dom0, "/local/domain/0/backend/vif/5/0/state");
+    event_for(&guest, "device");
+    dom0.write("/local/domain/5/device/vif/0/state", "5")
+        .unwrap();
+    event_for(&guest, "device/vif/0/state");
+    // The guest is still confined, and still owns its home.
+    assert_eq!(errno(guest.read("/tool/blob")), Errno::EACCES);
+    guest.write("data/x", "1").unwrap();
+    assert!(dom0.reconnects() >= 1 && guest.reconnects() >= 1);
+    // Transactions work on the new daemon (transact retries a lost one).
+    dom0.transact(|t| t.write("/tool/after", "ok")).unwrap();
+
+    // Released: the guest's socket goes away and its client gives up at once.
+    xs.release(5).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !guest.is_closed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest client never closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // An orderly stop removes the dom0 socket: its client closes too.
+    xs.stop();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !dom0.is_closed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dom0 client never closed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(matches!(dom0.read("/tool/blob"), Err(XsError::Closed)));
+    // The journal keeps what the stopped daemon held, minus the release.
+    let xs = Xenstored::start_persistent(&dir.0).unwrap();
+    let c = XsClient::connect(xs.socket_path()).unwrap();
+    assert_eq!(c.read_string("/tool/after").unwrap(), "ok");
+    assert!(!c.is_domain_introduced(5).unwrap());
+    assert!(!domain_socket(&dir.0, 5).exists());
+}
+
+#[test]
+fn a_daemon_started_without_its_journal_starts_empty_and_drops_stale_sockets() {
+    let dir = TempDir::new();
+    let xs = Xenstored::start_persistent(&dir.0).unwrap();
+    xs.introduce(3).unwrap();
+    let c = XsClient::connect(xs.socket_path()).unwrap();
+    c.write("/tool/x", "1").unwrap();
+    xs.crash();
+    drop(xs);
+    assert!(
+        domain_socket(&dir.0, 3).exists(),
+        "a crash leaves sockets behind"
+    );
+    std::fs::remove_file(Xenstored::journal_path(&dir.0)).unwrap();
+    let xs = Xenstored::start_persistent(&dir.0).unwrap();
+    assert!(!domain_socket(&dir.0, 3).exists());
+    let c2 = XsClient::connect(xs.socket_path()).unwrap();
+    assert_eq!(errno(c2.read("/tool/x")), Errno::ENOENT);
+    // A second daemon on the same directory is refused.
+    assert!(Xenstored::start_persistent(&dir.0).is_err());
+    drop(c);
+}

@@ -3,16 +3,30 @@
 //! Requests may come from several threads; a reader thread routes each reply to
 //! its caller by `req_id` and queues watch events, which the owner takes with
 //! [`XsClient::wait_watch`].
+//!
+//! A client made by [`XsClient::connect`] survives a xenstored restart: when the
+//! connection drops, the reader thread reconnects to the same socket for up to
+//! [`RECONNECT_WINDOW`], registers every watch again (each fires once, so the
+//! owner re-reads what it watches and misses nothing), and sends again every
+//! request still waiting for its reply. Those are idempotent in effect (a
+//! repeated write, mkdir, rm or set-perms leaves the same store), except inside
+//! a transaction: the daemon's transactions die with it, so requests of a
+//! transaction started before the restart fail with EAGAIN, which
+//! [`XsClient::transact`] retries. Meanwhile requests wait for the connection.
+//! The client gives up (and [`XsClient::is_closed`] turns true) when the window
+//! passes or when the socket is gone: a daemon that released the domain, or
+//! exited in order, removes it; one that crashed leaves it (connection
+//! refused) until its successor replaces it.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::store::{Perm, Perms};
 use super::wire::{self, Errno, Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
@@ -66,15 +80,47 @@ pub struct WatchEvent {
     pub token: String,
 }
 
-type Reply = Result<Vec<u8>, XsError>;
+/// How long a client made by [`XsClient::connect`] keeps trying to reach a
+/// restarted daemon before it gives up.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(10);
+
+/// A reply and the connection (epoch) it came over.
+type Reply = (Result<Vec<u8>, XsError>, u64);
+
+/// A request waiting for its reply: what to send again after a reconnect.
+struct Pending {
+    reply: mpsc::Sender<Reply>,
+    ty: MsgType,
+    tx_id: u32,
+    msg: Vec<u8>,
+}
+
+/// The current connection.
+struct Link {
+    /// `None` while reconnecting (and once closed).
+    stream: Option<UnixStream>,
+    /// Bumped on every reconnect; a transaction belongs to one epoch.
+    epoch: u64,
+}
 
 struct Inner {
-    writer: Mutex<UnixStream>,
-    pending: Mutex<HashMap<u32, mpsc::Sender<Reply>>>,
-    closed: std::sync::atomic::AtomicBool,
+    /// Where to reconnect, and for how long to try (`None`: never).
+    reconnect: Option<(PathBuf, Duration)>,
+    link: Mutex<Link>,
+    /// Signalled when the link comes back or closes for good.
+    link_changed: Condvar,
+    pending: Mutex<HashMap<u32, Pending>>,
+    /// Registered watches (path, token), registered again on reconnect.
+    watches: Mutex<Vec<(String, String)>>,
+    closed: AtomicBool,
+    reconnects: AtomicU64,
     next_req: AtomicU32,
     events: Mutex<mpsc::Receiver<WatchEvent>>,
     timeout: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Inner {
@@ -82,7 +128,7 @@ impl Drop for Inner {
         // The reader thread holds its own handle of the socket and blocks in
         // read(): shutting the socket down ends it, and tells the daemon to drop
         // the connection (its threads and watches) too.
-        if let Ok(w) = self.writer.lock() {
+        if let Some(w) = &lock(&self.link).stream {
             let _ = w.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -106,10 +152,18 @@ pub fn default_socket() -> PathBuf {
 }
 
 impl XsClient {
-    /// Connects to a daemon socket.
+    /// Connects to a daemon socket; reconnects within [`RECONNECT_WINDOW`] if
+    /// the daemon restarts.
     pub fn connect(path: impl AsRef<Path>) -> Result<Self, XsError> {
-        let stream = UnixStream::connect(path.as_ref())?;
-        Self::from_stream(stream)
+        Self::connect_with(path, Some(RECONNECT_WINDOW))
+    }
+
+    /// Connects to a daemon socket, reconnecting for up to `window` after the
+    /// daemon goes away (`None`: the first loss closes the client).
+    pub fn connect_with(path: impl AsRef<Path>, window: Option<Duration>) -> Result<Self, XsError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path)?;
+        Self::start(stream, window.map(|w| (path.to_path_buf(), w)))
     }
 
     /// Connects to `XENSTORED_PATH` or the default socket.
@@ -117,14 +171,25 @@ impl XsClient {
         Self::connect(default_socket())
     }
 
-    /// Uses an already connected socket.
+    /// Uses an already connected socket (never reconnects).
     pub fn from_stream(stream: UnixStream) -> Result<Self, XsError> {
+        Self::start(stream, None)
+    }
+
+    fn start(stream: UnixStream, reconnect: Option<(PathBuf, Duration)>) -> Result<Self, XsError> {
         let reader = stream.try_clone()?;
         let (ev_tx, ev_rx) = mpsc::channel();
         let inner = Arc::new(Inner {
-            writer: Mutex::new(stream),
+            reconnect,
+            link: Mutex::new(Link {
+                stream: Some(stream),
+                epoch: 0,
+            }),
+            link_changed: Condvar::new(),
             pending: Mutex::new(HashMap::new()),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            watches: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
             next_req: AtomicU32::new(1),
             events: Mutex::new(ev_rx),
             timeout: Duration::from_secs(30),
@@ -132,71 +197,113 @@ impl XsClient {
         let weak = Arc::downgrade(&inner);
         thread::Builder::new()
             .name("xs-client".into())
-            .spawn(move || {
-                let _ = read_loop(reader, &weak, ev_tx);
-                if let Some(inner) = weak.upgrade() {
-                    inner.closed.store(true, Ordering::Release);
-                    let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    for (_, tx) in pending.drain() {
-                        let _ = tx.send(Err(XsError::Closed));
-                    }
-                }
-            })?;
+            .spawn(move || run_reader(reader, weak, ev_tx))?;
         Ok(XsClient { inner })
     }
 
-    fn request(&self, ty: MsgType, tx_id: u32, payload: &[u8]) -> Result<Vec<u8>, XsError> {
+    /// Sends a request and waits for its reply; the reply's epoch too.
+    /// `epoch` (for a transaction's requests) is the connection the
+    /// transaction was started on: after a reconnect they fail with EAGAIN.
+    fn request_at(
+        &self,
+        ty: MsgType,
+        tx_id: u32,
+        epoch: Option<u64>,
+        payload: &[u8],
+    ) -> Result<(Vec<u8>, u64), XsError> {
         if payload.len() > PAYLOAD_MAX {
             return Err(XsError::Errno(Errno::E2BIG));
         }
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(XsError::Closed);
-        }
-        let req_id = self.inner.next_req.fetch_add(1, Ordering::Relaxed);
+        let inner = &*self.inner;
+        let deadline = Instant::now() + inner.timeout;
+        let req_id = inner.next_req.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(req_id, tx);
         let msg = wire::encode(ty, req_id, tx_id, payload);
         {
-            let mut w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = w.write_all(&msg) {
-                self.inner
-                    .pending
-                    .lock()
+            let mut link = lock(&inner.link);
+            while link.stream.is_none() {
+                if inner.closed.load(Ordering::Acquire) {
+                    return Err(XsError::Closed);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(XsError::Timeout(inner.timeout));
+                }
+                link = inner
+                    .link_changed
+                    .wait_timeout(link, left)
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&req_id);
-                return Err(e.into());
+                    .0;
+            }
+            if inner.closed.load(Ordering::Acquire) {
+                return Err(XsError::Closed);
+            }
+            if epoch.is_some_and(|e| e != link.epoch) {
+                return Err(XsError::Errno(Errno::EAGAIN));
+            }
+            // Registered and written under the link lock, so a reconnect either
+            // sees it pending (and sends it again) or comes after the write.
+            lock(&inner.pending).insert(
+                req_id,
+                Pending {
+                    reply: tx,
+                    ty,
+                    tx_id,
+                    msg: msg.clone(),
+                },
+            );
+            let written = match link.stream.as_mut() {
+                Some(w) => w.write_all(&msg),
+                None => Ok(()),
+            };
+            if let Err(e) = written {
+                if inner.reconnect.is_none() {
+                    lock(&inner.pending).remove(&req_id);
+                    return Err(e.into());
+                }
+                // The reader sees the loss too, reconnects and sends it again.
             }
         }
-        match rx.recv_timeout(self.inner.timeout) {
-            Ok(r) => r,
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((r, epoch)) => r.map(|body| (body, epoch)),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                self.inner
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&req_id);
-                Err(XsError::Timeout(self.inner.timeout))
+                lock(&inner.pending).remove(&req_id);
+                Err(XsError::Timeout(inner.timeout))
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(XsError::Closed),
         }
     }
 
-    fn path_op(&self, ty: MsgType, tx: u32, path: &str) -> Result<Vec<u8>, XsError> {
-        self.request(ty, tx, &wire::join_strings(&[path]))
+    fn request(&self, ty: MsgType, scope: Scope, payload: &[u8]) -> Result<Vec<u8>, XsError> {
+        self.request_at(ty, scope.tx_id, scope.epoch, payload)
+            .map(|(b, _)| b)
     }
 
-    /// Whether the daemon closed the connection (it exited, or released our domain).
+    fn path_op(&self, ty: MsgType, scope: Scope, path: &str) -> Result<Vec<u8>, XsError> {
+        self.request(ty, scope, &wire::join_strings(&[path]))
+    }
+
+    /// Whether the client gave up: the daemon closed the connection and did
+    /// not come back (it exited, or released our domain).
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
     }
 
+    /// Whether a request sent now goes out at once (false while reconnecting
+    /// and once closed).
+    pub fn is_connected(&self) -> bool {
+        lock(&self.inner.link).stream.is_some() && !self.is_closed()
+    }
+
+    /// How many times the client reconnected to a restarted daemon.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
     /// Reads a node's value.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
-        self.path_op(MsgType::Read, 0, path)
+        self.path_op(MsgType::Read, Scope::NONE, path)
     }
 
     /// Reads a value as UTF-8 text.
@@ -212,46 +319,68 @@ impl XsClient {
 
     /// Writes a value, creating the node and missing ancestors.
     pub fn write(&self, path: &str, value: impl AsRef<[u8]>) -> Result<(), XsError> {
-        write_op(self, 0, path, value.as_ref())
+        write_op(self, Scope::NONE, path, value.as_ref())
     }
 
     /// Creates a node with an empty value unless it exists.
     pub fn mkdir(&self, path: &str) -> Result<(), XsError> {
-        self.path_op(MsgType::Mkdir, 0, path).map(drop)
+        self.path_op(MsgType::Mkdir, Scope::NONE, path).map(drop)
     }
 
     /// Removes a node and everything below it.
     pub fn rm(&self, path: &str) -> Result<(), XsError> {
-        self.path_op(MsgType::Rm, 0, path).map(drop)
+        self.path_op(MsgType::Rm, Scope::NONE, path).map(drop)
     }
 
     /// The node's children's names.
     pub fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
-        names(self.path_op(MsgType::Directory, 0, path)?)
+        names(self.path_op(MsgType::Directory, Scope::NONE, path)?)
     }
 
     /// The node's permission list (owner first).
     pub fn get_perms(&self, path: &str) -> Result<Vec<Perm>, XsError> {
-        let p = self.path_op(MsgType::GetPerms, 0, path)?;
+        let p = self.path_op(MsgType::GetPerms, Scope::NONE, path)?;
         Ok(Perms::parse(wire::split_strings(&p))?.0)
     }
 
     /// Replaces the node's permission list (owner only).
     pub fn set_perms(&self, path: &str, perms: &[Perm]) -> Result<(), XsError> {
-        set_perms_op(self, 0, path, perms)
+        set_perms_op(self, Scope::NONE, path, perms)
     }
 
     /// Registers a watch; the daemon fires it once at once, then on every change
     /// at or below `path`.
     pub fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
-        self.request(MsgType::Watch, 0, &wire::join_strings(&[path, token]))
-            .map(drop)
+        let w = (path.to_owned(), token.to_owned());
+        lock(&self.inner.watches).push(w.clone());
+        let r = self.request(
+            MsgType::Watch,
+            Scope::NONE,
+            &wire::join_strings(&[path, token]),
+        );
+        if r.is_err() {
+            let mut ws = lock(&self.inner.watches);
+            if let Some(i) = ws.iter().rposition(|x| *x == w) {
+                ws.remove(i);
+            }
+        }
+        r.map(drop)
     }
 
     /// Removes a watch registered with the same path and token.
     pub fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
-        self.request(MsgType::Unwatch, 0, &wire::join_strings(&[path, token]))
-            .map(drop)
+        {
+            let mut ws = lock(&self.inner.watches);
+            if let Some(i) = ws.iter().position(|(p, t)| p == path && t == token) {
+                ws.remove(i);
+            }
+        }
+        self.request(
+            MsgType::Unwatch,
+            Scope::NONE,
+            &wire::join_strings(&[path, token]),
+        )
+        .map(drop)
     }
 
     /// The next watch event, waiting at most `timeout`.
@@ -278,7 +407,7 @@ impl XsClient {
     pub fn get_domain_path(&self, domid: u16) -> Result<String, XsError> {
         into_string(self.request(
             MsgType::GetDomainPath,
-            0,
+            Scope::NONE,
             &wire::join_strings(&[domid.to_string()]),
         )?)
     }
@@ -287,7 +416,7 @@ impl XsClient {
     /// nowhere but must be given, as with Xen.
     pub fn introduce(&self, domid: u16, mfn: u64, port: u32) -> Result<(), XsError> {
         let parts = [domid.to_string(), mfn.to_string(), port.to_string()];
-        self.request(MsgType::Introduce, 0, &wire::join_strings(&parts))
+        self.request(MsgType::Introduce, Scope::NONE, &wire::join_strings(&parts))
             .map(drop)
     }
 
@@ -295,7 +424,7 @@ impl XsClient {
     pub fn release(&self, domid: u16) -> Result<(), XsError> {
         self.request(
             MsgType::Release,
-            0,
+            Scope::NONE,
             &wire::join_strings(&[domid.to_string()]),
         )
         .map(drop)
@@ -305,7 +434,7 @@ impl XsClient {
     pub fn is_domain_introduced(&self, domid: u16) -> Result<bool, XsError> {
         let r = self.request(
             MsgType::IsDomainIntroduced,
-            0,
+            Scope::NONE,
             &wire::join_strings(&[domid.to_string()]),
         )?;
         Ok(r.first() == Some(&b'T'))
@@ -313,13 +442,14 @@ impl XsClient {
 
     /// Starts a transaction.
     pub fn transaction(&self) -> Result<Transaction<'_>, XsError> {
-        let r = self.request(MsgType::TransactionStart, 0, b"\0")?;
+        let (r, epoch) = self.request_at(MsgType::TransactionStart, 0, None, b"\0")?;
         let id: u32 = into_string(r)?
             .parse()
             .map_err(|_| XsError::Protocol("transaction id is not a number".into()))?;
         Ok(Transaction {
             client: self,
             id,
+            epoch,
             done: false,
         })
     }
@@ -341,18 +471,32 @@ impl XsClient {
     }
 }
 
-fn write_op(c: &XsClient, tx: u32, path: &str, value: &[u8]) -> Result<(), XsError> {
+/// Outside any transaction, or inside one begun on a given connection.
+#[derive(Clone, Copy)]
+struct Scope {
+    tx_id: u32,
+    epoch: Option<u64>,
+}
+
+impl Scope {
+    const NONE: Scope = Scope {
+        tx_id: 0,
+        epoch: None,
+    };
+}
+
+fn write_op(c: &XsClient, scope: Scope, path: &str, value: &[u8]) -> Result<(), XsError> {
     let mut p = Vec::with_capacity(path.len() + 1 + value.len());
     p.extend_from_slice(path.as_bytes());
     p.push(0);
     p.extend_from_slice(value);
-    c.request(MsgType::Write, tx, &p).map(drop)
+    c.request(MsgType::Write, scope, &p).map(drop)
 }
 
-fn set_perms_op(c: &XsClient, tx: u32, path: &str, perms: &[Perm]) -> Result<(), XsError> {
+fn set_perms_op(c: &XsClient, scope: Scope, path: &str, perms: &[Perm]) -> Result<(), XsError> {
     let mut p = wire::join_strings(&[path]);
     p.extend_from_slice(&Perms(perms.to_vec()).to_payload());
-    c.request(MsgType::SetPerms, tx, &p).map(drop)
+    c.request(MsgType::SetPerms, scope, &p).map(drop)
 }
 
 /// A missing node (ENOENT) as `None`.
@@ -387,6 +531,8 @@ fn names(v: Vec<u8>) -> Result<Vec<String>, XsError> {
 pub struct Transaction<'a> {
     client: &'a XsClient,
     id: u32,
+    /// The connection it was begun on: it dies with it.
+    epoch: u64,
     done: bool,
 }
 
@@ -395,9 +541,15 @@ impl Transaction<'_> {
     pub fn id(&self) -> u32 {
         self.id
     }
+    fn scope(&self) -> Scope {
+        Scope {
+            tx_id: self.id,
+            epoch: Some(self.epoch),
+        }
+    }
     /// Like [`XsClient::read`], inside the transaction.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
-        self.client.path_op(MsgType::Read, self.id, path)
+        self.client.path_op(MsgType::Read, self.scope(), path)
     }
     /// Like [`XsClient::read_string`], inside the transaction.
     pub fn read_string(&self, path: &str) -> Result<String, XsError> {
@@ -409,37 +561,44 @@ impl Transaction<'_> {
     }
     /// Like [`XsClient::write`], inside the transaction.
     pub fn write(&self, path: &str, value: impl AsRef<[u8]>) -> Result<(), XsError> {
-        write_op(self.client, self.id, path, value.as_ref())
+        write_op(self.client, self.scope(), path, value.as_ref())
     }
     /// Like [`XsClient::mkdir`], inside the transaction.
     pub fn mkdir(&self, path: &str) -> Result<(), XsError> {
-        self.client.path_op(MsgType::Mkdir, self.id, path).map(drop)
+        self.client
+            .path_op(MsgType::Mkdir, self.scope(), path)
+            .map(drop)
     }
     /// Like [`XsClient::rm`], inside the transaction.
     pub fn rm(&self, path: &str) -> Result<(), XsError> {
-        self.client.path_op(MsgType::Rm, self.id, path).map(drop)
+        self.client
+            .path_op(MsgType::Rm, self.scope(), path)
+            .map(drop)
     }
     /// Like [`XsClient::directory`], inside the transaction.
     pub fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
-        names(self.client.path_op(MsgType::Directory, self.id, path)?)
+        names(
+            self.client
+                .path_op(MsgType::Directory, self.scope(), path)?,
+        )
     }
     /// Like [`XsClient::set_perms`], inside the transaction.
     pub fn set_perms(&self, path: &str, perms: &[Perm]) -> Result<(), XsError> {
-        set_perms_op(self.client, self.id, path, perms)
+        set_perms_op(self.client, self.scope(), path, perms)
     }
     /// Commits; `Err(Errno(EAGAIN))` when another writer touched what this
     /// transaction read or wrote.
     pub fn commit(mut self) -> Result<(), XsError> {
         self.done = true;
         self.client
-            .request(MsgType::TransactionEnd, self.id, b"T\0")
+            .request(MsgType::TransactionEnd, self.scope(), b"T\0")
             .map(drop)
     }
     /// Aborts, discarding every change.
     pub fn abort(mut self) -> Result<(), XsError> {
         self.done = true;
         self.client
-            .request(MsgType::TransactionEnd, self.id, b"F\0")
+            .request(MsgType::TransactionEnd, self.scope(), b"F\0")
             .map(drop)
     }
 }
@@ -449,22 +608,146 @@ impl Drop for Transaction<'_> {
         if !self.done {
             let _ = self
                 .client
-                .request(MsgType::TransactionEnd, self.id, b"F\0");
+                .request(MsgType::TransactionEnd, self.scope(), b"F\0");
         }
     }
 }
 
+/// Why a connection's read loop ended.
+enum Ended {
+    /// The connection failed or the daemon closed it.
+    Lost,
+    /// The client was dropped.
+    Owner,
+}
+
+/// The reader thread: reads replies and events; reconnects when the daemon
+/// goes away, if the client may; closes the client when it gives up.
+fn run_reader(mut stream: UnixStream, weak: Weak<Inner>, events: mpsc::Sender<WatchEvent>) {
+    let mut epoch = 0;
+    loop {
+        if let Ended::Owner = read_loop(&mut stream, &weak, &events, epoch) {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        match inner.reconnect_now() {
+            Some((s, e)) => {
+                stream = s;
+                epoch = e;
+            }
+            None => {
+                inner.close();
+                return;
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Gives up: every waiting request fails with `Closed`.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut link = lock(&self.link);
+        if let Some(s) = link.stream.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        for (_, p) in lock(&self.pending).drain() {
+            let _ = p.reply.send((Err(XsError::Closed), link.epoch));
+        }
+        self.link_changed.notify_all();
+    }
+
+    /// Reconnects to the socket within the window; the new stream to read and
+    /// its epoch, or `None` to give up (no reconnecting, the socket is gone,
+    /// the window passed, or the client was dropped meanwhile).
+    fn reconnect_now(self: &Arc<Self>) -> Option<(UnixStream, u64)> {
+        let (path, window) = self.reconnect.as_ref()?;
+        lock(&self.link).stream = None;
+        let deadline = Instant::now() + *window;
+        loop {
+            match UnixStream::connect(path) {
+                Ok(s) => {
+                    if let Some(r) = self.resume(s) {
+                        return Some(r);
+                    }
+                }
+                // Released, or the daemon exited in order: it is not coming back.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+                // A crashed daemon's socket (refused) until its successor replaces it.
+                Err(_) => {}
+            }
+            // Only this thread still holds the client: nobody is waiting.
+            if Instant::now() >= deadline || Arc::strong_count(self) == 1 {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// On a new connection: registers the watches again and sends again the
+    /// requests still waiting; `None` if the connection fails meanwhile.
+    fn resume(&self, s: UnixStream) -> Option<(UnixStream, u64)> {
+        let reader = s.try_clone().ok()?;
+        let mut w = s;
+        let mut link = lock(&self.link);
+        for (path, token) in lock(&self.watches).iter() {
+            let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+            let msg = wire::encode(MsgType::Watch, id, 0, &wire::join_strings(&[path, token]));
+            w.write_all(&msg).ok()?;
+        }
+        let epoch = link.epoch + 1;
+        let mut pending = lock(&self.pending);
+        pending.retain(|_, p| {
+            let settled = if p.tx_id != 0 {
+                // The daemon's transactions died with it.
+                Some(Err(XsError::Errno(Errno::EAGAIN)))
+            } else if matches!(p.ty, MsgType::Watch | MsgType::Unwatch) {
+                // The watch list registered above already says what it asked.
+                Some(Ok(b"OK\0".to_vec()))
+            } else {
+                None
+            };
+            match settled {
+                Some(r) => {
+                    let _ = p.reply.send((r, epoch));
+                    false
+                }
+                None => true,
+            }
+        });
+        for p in pending.values() {
+            w.write_all(&p.msg).ok()?;
+        }
+        drop(pending);
+        link.stream = Some(w);
+        link.epoch = epoch;
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.link_changed.notify_all();
+        Some((reader, epoch))
+    }
+}
+
 fn read_loop(
-    mut r: UnixStream,
-    inner: &std::sync::Weak<Inner>,
-    events: mpsc::Sender<WatchEvent>,
-) -> io::Result<()> {
+    r: &mut UnixStream,
+    inner: &Weak<Inner>,
+    events: &mpsc::Sender<WatchEvent>,
+    epoch: u64,
+) -> Ended {
     let mut hdr = [0u8; HEADER_LEN];
     loop {
-        r.read_exact(&mut hdr)?;
-        let h = Header::parse(&hdr).map_err(|_| io::Error::other("oversized reply"))?;
+        if r.read_exact(&mut hdr).is_err() {
+            return Ended::Lost;
+        }
+        let Ok(h) = Header::parse(&hdr) else {
+            // An oversized reply: the stream cannot be resynchronised.
+            return Ended::Lost;
+        };
         let mut body = vec![0u8; h.len as usize];
-        r.read_exact(&mut body)?;
+        if r.read_exact(&mut body).is_err() {
+            return Ended::Lost;
+        }
         if h.ty == MsgType::WatchEvent as u32 {
             let parts = wire::split_strings(&body);
             if let [path, token, ..] = parts[..] {
@@ -473,26 +756,22 @@ fn read_loop(
                     token: String::from_utf8_lossy(token).into_owned(),
                 };
                 if events.send(ev).is_err() {
-                    return Ok(());
+                    return Ended::Owner;
                 }
             }
             continue;
         }
         let Some(inner) = inner.upgrade() else {
-            return Ok(());
+            return Ended::Owner;
         };
-        let waiter = inner
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&h.req_id);
+        let waiter = lock(&inner.pending).remove(&h.req_id);
         if let Some(w) = waiter {
             let reply = if h.ty == MsgType::Error as u32 {
                 Err(XsError::Errno(Errno::from_payload(&body)))
             } else {
                 Ok(body)
             };
-            let _ = w.send(reply);
+            let _ = w.reply.send((reply, epoch));
         }
     }
 }

@@ -12,6 +12,15 @@
 //! Replies and watch events go through the connection's bounded outbox; a
 //! client that stops reading loses watch events (counted and logged), never
 //! stalls the daemon.
+//!
+//! Started with [`Xenstored::start_persistent`], the daemon keeps its store in
+//! `DIR/journal` ([`super::journal`]): every change is on disk before its reply
+//! is sent, and a daemon started again on the same directory (after a crash or
+//! a kill -9) comes back with every node, permission and introduced domain.
+//! Sockets are replaced atomically (bound under a temporary name, renamed over
+//! the old one), so a client reconnecting meanwhile finds either the dead
+//! daemon's socket (connection refused: retry) or the new one, never nothing;
+//! a socket that is missing means the domain was released.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
@@ -23,6 +32,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
+use super::journal::Journal;
 use super::store::{is_child_or_self, parent_of, Caller, Change, Perms, Tree};
 use super::wire::{
     self, check_path, Errno, Header, MsgType, ABS_PATH_MAX, HEADER_LEN, PAYLOAD_MAX,
@@ -90,6 +100,9 @@ pub struct DaemonStats {
     pub transaction_conflicts: AtomicU64,
     /// Connections closed for malformed messages.
     pub protocol_violations: AtomicU64,
+    /// Journal writes that failed (the change is live but would not survive a
+    /// restart); logged.
+    pub journal_errors: AtomicU64,
 }
 
 struct Watch {
@@ -133,6 +146,8 @@ struct State {
     domains: BTreeMap<u16, DomainEntry>,
     next_conn: u64,
     next_tx: u32,
+    /// Where changes go before their reply (persistent daemons only).
+    journal: Option<Journal>,
 }
 
 struct Shared {
@@ -164,12 +179,55 @@ impl Xenstored {
 
     /// Starts a daemon with the given limits.
     pub fn start_with(dir: impl Into<PathBuf>, limits: Limits) -> io::Result<Self> {
-        let dir = dir.into();
+        Self::launch(dir.into(), limits, false)
+    }
+
+    /// Starts a daemon that keeps its store in `DIR/journal`, coming back with
+    /// what the file holds if it exists (a restart after a crash). Remove the
+    /// file first for an empty store.
+    pub fn start_persistent(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        Self::launch(dir.into(), Limits::default(), true)
+    }
+
+    /// The journal of a persistent daemon on `dir`.
+    pub fn journal_path(dir: &Path) -> PathBuf {
+        dir.join("journal")
+    }
+
+    fn launch(dir: PathBuf, limits: Limits, persistent: bool) -> io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        let mut tree = Tree::new();
-        tree.ensure("/local/domain/0", Perms::owned_by(0));
-        tree.ensure("/tool", Perms::owned_by(0));
+        let dom0 = dom0_socket(&dir);
+        if UnixStream::connect(&dom0).is_ok() {
+            return Err(served(&dom0));
+        }
+        let (mut tree, domains, mut journal) = if persistent {
+            let (j, r) = Journal::open(Self::journal_path(&dir))?;
+            if r.records > 0 || r.ignored_bytes > 0 {
+                tracing::info!(
+                    nodes = r.tree.len(),
+                    domains = r.domains.len(),
+                    ignored_bytes = r.ignored_bytes,
+                    "xenstored: store restored from {}",
+                    j.path().display()
+                );
+            }
+            (r.tree, r.domains, Some(j))
+        } else {
+            (Tree::new(), Default::default(), None)
+        };
+        for p in ["/local/domain/0", "/tool"] {
+            if tree.get(p).is_none() {
+                tree.ensure(p, Perms::owned_by(0));
+                if let Some(j) = journal.as_mut() {
+                    j.note_path(&tree, p);
+                }
+            }
+        }
+        if let Some(j) = journal.as_mut() {
+            j.commit(&tree, domains.iter().copied())?;
+        }
+        remove_stale_domain_sockets(&dir, &domains);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             limits,
@@ -179,11 +237,19 @@ impl Xenstored {
                 domains: BTreeMap::new(),
                 next_conn: 1,
                 next_tx: 1,
+                journal,
             }),
             stop: AtomicBool::new(false),
             stats: DaemonStats::default(),
         });
-        let listener = bind(&dom0_socket(&dir))?;
+        {
+            let mut st = shared.lock();
+            for d in domains {
+                let entry = listen_domain(&shared, d)?;
+                st.domains.insert(d, entry);
+            }
+        }
+        let listener = bind(&dom0)?;
         let sh = shared.clone();
         let stop = Arc::new(AtomicBool::new(false));
         thread::Builder::new()
@@ -215,13 +281,19 @@ impl Xenstored {
     /// What INTRODUCE does: opens the domain's socket and fires
     /// `@introduceDomain`. Idempotent.
     pub fn introduce(&self, domid: u16) -> Result<PathBuf, Errno> {
-        introduce(&self.shared, &mut self.shared.lock(), domid)
+        let mut st = self.shared.lock();
+        let r = introduce(&self.shared, &mut st, domid);
+        persist(&self.shared, &mut st);
+        r
     }
 
     /// What RELEASE does: closes the domain's socket and connections and fires
     /// `@releaseDomain`.
     pub fn release(&self, domid: u16) -> Result<(), Errno> {
-        release(&self.shared, &mut self.shared.lock(), domid)
+        let mut st = self.shared.lock();
+        let r = release(&self.shared, &mut st, domid);
+        persist(&self.shared, &mut st);
+        r
     }
 
     /// Blocks the calling thread while the daemon runs (for `xennet xenstored`).
@@ -231,12 +303,19 @@ impl Xenstored {
         }
     }
 
-    /// Stops accepting, closes every connection and removes the sockets.
+    /// Stops accepting, closes every connection and removes the sockets. A
+    /// persistent daemon's journal keeps the introduced domains: a daemon
+    /// started again on the directory reopens their sockets.
     pub fn stop(&self) {
         if self.shared.stop.swap(true, Ordering::AcqRel) {
             return;
         }
         let mut st = self.shared.lock();
+        // Closing down is not releasing: nothing more goes to the journal.
+        st.journal = None;
+        // The socket goes first, so clients that lose their connection below
+        // find it gone and do not wait for a restart.
+        unlisten(&dom0_socket(&self.shared.dir));
         let domids: Vec<u16> = st.domains.keys().copied().collect();
         for d in domids {
             let _ = release(&self.shared, &mut st, d);
@@ -245,12 +324,97 @@ impl Xenstored {
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
         st.conns.clear();
-        drop(st);
-        let sock = dom0_socket(&self.shared.dir);
-        // Wake the dom0 accept loop, which sees the stop flag and exits.
-        let _ = UnixStream::connect(&sock);
-        let _ = std::fs::remove_file(&sock);
     }
+}
+
+impl Xenstored {
+    /// Stops as a crash (kill -9) would, for fault tests: connections drop
+    /// and nobody listens any more, but the sockets stay where they were and
+    /// nothing is released; what the journal holds is what a restart finds.
+    pub fn crash(&self) {
+        if self.shared.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut st = self.shared.lock();
+        st.journal = None;
+        for c in st.conns.values() {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        st.conns.clear();
+        for entry in st.domains.values() {
+            entry.stop.store(true, Ordering::Release);
+            // Wake its accept loop, which sees the flag and drops the listener.
+            let _ = UnixStream::connect(&entry.socket);
+        }
+        st.domains.clear();
+        drop(st);
+        let _ = UnixStream::connect(dom0_socket(&self.shared.dir));
+    }
+}
+
+/// Appends what the request being handled changed to the journal, before its
+/// reply goes out.
+fn persist(sh: &Shared, st: &mut State) {
+    let State {
+        journal,
+        tree,
+        domains,
+        ..
+    } = st;
+    if let Some(j) = journal {
+        if let Err(e) = j.commit(tree, domains.keys().copied()) {
+            sh.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "xenstored: journal {}: {e}; this change will not survive a restart",
+                j.path().display()
+            );
+        }
+    }
+}
+
+fn note_paths<'a>(st: &mut State, paths: impl IntoIterator<Item = &'a String>) {
+    if let Some(j) = st.journal.as_mut() {
+        for p in paths {
+            j.note_path(&st.tree, p);
+        }
+    }
+}
+
+/// Removes sockets of domains the daemon does not serve (left by a daemon that
+/// died, or from an earlier store), so clients of those domains see at once
+/// that they are gone.
+fn remove_stale_domain_sockets(dir: &Path, keep: &BTreeSet<u16>) {
+    let Ok(entries) = std::fs::read_dir(dir.join("domain")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(domid) = name.to_str().and_then(|n| n.parse::<u16>().ok()) else {
+            continue;
+        };
+        if !keep.contains(&domid) {
+            let _ = std::fs::remove_file(domain_socket(dir, domid));
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+/// Removes a listening socket at once (renamed away, so a client connecting
+/// from now on finds nothing), then wakes its accept loop, which sees its stop
+/// flag (set by the caller) and drops the listener.
+fn unlisten(socket: &Path) {
+    let closing = socket.with_extension("closing");
+    if std::fs::rename(socket, &closing).is_ok() {
+        let _ = UnixStream::connect(&closing);
+        let _ = std::fs::remove_file(&closing);
+    }
+}
+
+fn served(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("{} is served by a running xenstored", path.display()),
+    )
 }
 
 impl Drop for Xenstored {
@@ -259,22 +423,21 @@ impl Drop for Xenstored {
     }
 }
 
+/// Listens on `path`. A socket already there that nobody answers (left by a
+/// daemon that died) is replaced atomically: the new one is bound under a
+/// temporary name and renamed over it.
 fn bind(path: &Path) -> io::Result<UnixListener> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is served by a running xenstored", path.display()),
-            ));
-        }
-        // Left over by a daemon that died: nobody listens on it.
-        std::fs::remove_file(path)?;
+    if path.exists() && UnixStream::connect(path).is_ok() {
+        return Err(served(path));
     }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    let l = UnixListener::bind(&tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&tmp, path)?;
     Ok(l)
 }
 
@@ -376,6 +539,7 @@ fn reader_loop(sh: &Arc<Shared>, id: u64, mut r: UnixStream) {
             Ok((p, after)) => (Ok(p), after),
             Err(e) => (Err(e), Vec::new()),
         };
+        persist(sh, &mut st);
         let (ty, p) = match reply {
             Ok(p) => (h.ty, p),
             Err(e) => {
@@ -674,6 +838,7 @@ fn handle(
         | MsgType::SetPerms => {
             if h.tx_id == 0 {
                 let out = tree_op(&limits, &mut st.tree, caller, ty, body)?;
+                note_paths(st, &out.written);
                 fire(sh, st, &out.changes);
                 Ok((out.reply, Vec::new()))
             } else {
@@ -789,6 +954,7 @@ fn handle(
                 return Err(Errno::EAGAIN);
             }
             st.tree.adopt(&tx.work, &tx.written);
+            note_paths(st, &tx.written);
             fire(sh, st, &tx.changes);
             Ok((OK.to_vec(), Vec::new()))
         }
@@ -918,27 +1084,18 @@ fn introduce(sh: &Arc<Shared>, st: &mut State, domid: u16) -> Result<PathBuf, Er
     if st.domains.contains_key(&domid) {
         return Ok(path);
     }
-    let listener = bind(&path).map_err(|e| {
+    let entry = listen_domain(sh, domid).map_err(|e| {
         tracing::warn!("xenstored: cannot open {}: {e}", path.display());
         Errno::EIO
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let sh2 = sh.clone();
-    let stop2 = stop.clone();
-    thread::Builder::new()
-        .name(format!("xenstored-dom{domid}"))
-        .spawn(move || accept_loop(sh2, listener, Caller::guest(domid), stop2))
-        .map_err(|_| Errno::ENOMEM)?;
-    st.domains.insert(
-        domid,
-        DomainEntry {
-            socket: path.clone(),
-            stop,
-        },
-    );
+    st.domains.insert(domid, entry);
     // Like libxl at domain creation: the domain's home, owned by the domain.
-    st.tree
-        .ensure(&format!("/local/domain/{domid}"), Perms::owned_by(domid));
+    let home = format!("/local/domain/{domid}");
+    st.tree.ensure(&home, Perms::owned_by(domid));
+    if let Some(j) = st.journal.as_mut() {
+        j.note_domain(domid, true);
+        j.note_path(&st.tree, &home);
+    }
     fire(
         sh,
         st,
@@ -951,11 +1108,26 @@ fn introduce(sh: &Arc<Shared>, st: &mut State, domid: u16) -> Result<PathBuf, Er
     Ok(path)
 }
 
+/// Opens a domain's socket and its accept loop.
+fn listen_domain(sh: &Arc<Shared>, domid: u16) -> io::Result<DomainEntry> {
+    let path = domain_socket(&sh.dir, domid);
+    let listener = bind(&path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sh2 = sh.clone();
+    let stop2 = stop.clone();
+    thread::Builder::new()
+        .name(format!("xenstored-dom{domid}"))
+        .spawn(move || accept_loop(sh2, listener, Caller::guest(domid), stop2))?;
+    Ok(DomainEntry { socket: path, stop })
+}
+
 fn release(sh: &Shared, st: &mut State, domid: u16) -> Result<(), Errno> {
     let entry = st.domains.remove(&domid).ok_or(Errno::ENOENT)?;
+    if let Some(j) = st.journal.as_mut() {
+        j.note_domain(domid, false);
+    }
     entry.stop.store(true, Ordering::Release);
-    let _ = UnixStream::connect(&entry.socket);
-    let _ = std::fs::remove_file(&entry.socket);
+    unlisten(&entry.socket);
     if let Some(dir) = entry.socket.parent() {
         let _ = std::fs::remove_dir(dir);
     }

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod daemon;
+pub mod journal;
 pub mod store;
 pub mod wire;
 pub mod xenbus;

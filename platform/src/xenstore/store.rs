@@ -540,6 +540,37 @@ impl Tree {
         Ok(())
     }
 
+    /// Every node, in path order (parents before children), for snapshots.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(k, n)| (k.as_str(), n))
+    }
+
+    /// Sets a node exactly (value and permissions), without permission checks,
+    /// creating missing ancestors with the root's permissions: replaying the
+    /// daemon's journal. `path` must be canonical and absolute.
+    pub fn restore_node(&mut self, path: &str, value: Vec<u8>, perms: Perms) {
+        if let Some(parent) = parent_of(path) {
+            if !self.nodes.contains_key(parent) {
+                let pp = self.nodes.get("/").map(|n| n.perms.clone());
+                self.ensure(parent, pp.unwrap_or(Perms::owned_by(0)));
+            }
+        }
+        self.put(path.to_owned(), value, perms);
+    }
+
+    /// Removes a node and its subtree without permission checks (journal
+    /// replay); the root stays.
+    pub fn purge(&mut self, path: &str) {
+        if path == "/" {
+            return;
+        }
+        for p in self.subtree(path) {
+            if let Some(old) = self.nodes.remove(&p) {
+                self.disown(old.perms.owner());
+            }
+        }
+    }
+
     /// Privileged helper for the daemon's own bookkeeping (domain homes).
     pub fn ensure(&mut self, path: &str, perms: Perms) {
         if !self.nodes.contains_key(path) {
