@@ -448,9 +448,14 @@ struct DestroyArgs {
 
 #[derive(Args)]
 struct XenstoredArgs {
-    /// Directory for the sockets: DIR/socket (domain 0) and DIR/domain/<id>/socket.
+    /// Directory for the sockets (DIR/socket for domain 0, DIR/domain/<id>/socket),
+    /// the store's journal (DIR/journal) and DIR/pid. A daemon started again on the
+    /// same directory comes back with the store.
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
+    /// Start with an empty store (discard DIR/journal).
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Args)]
@@ -534,6 +539,13 @@ fn cli_up(a: UpArgs) -> ExitCode {
         Err(code) => return code,
     };
     let mut opts = xennet::toolstack::up::UpOptions::new(a.dir.dir());
+    match std::env::current_exe() {
+        Ok(exe) => opts.xenstored_exe = Some(exe),
+        Err(e) => {
+            eprintln!("xennet up: cannot find this executable to run xenstored: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     opts.mode = parse_mode(&a.switch.mode);
     opts.proxy_arp = !a.switch.no_proxy_arp;
     opts.uplink = uplink;
@@ -691,14 +703,29 @@ fn xenstore_ls(a: &XsLsArgs) -> ExitCode {
 }
 
 fn cli_xenstored(a: &XenstoredArgs) -> ExitCode {
+    use xennet::platform::xenstore::Xenstored;
     install_stop_handler();
-    match xennet::platform::xenstore::Xenstored::start(&a.dir) {
+    if a.fresh {
+        match std::fs::remove_file(Xenstored::journal_path(&a.dir)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                eprintln!("xennet xenstored --fresh: {}: {e}", a.dir.display());
+                return ExitCode::FAILURE;
+            }
+            _ => {}
+        }
+    }
+    match Xenstored::start_persistent(&a.dir) {
         Ok(xs) => {
+            let pid_file = xennet::toolstack::xenstored::pid_file(&a.dir);
+            if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+                eprintln!("xennet xenstored: {}: {e}", pid_file.display());
+            }
             println!("xenstored: domain 0 socket {}", xs.socket_path().display());
             while !STOP.load(Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             xs.stop();
+            let _ = std::fs::remove_file(&pid_file);
             ExitCode::SUCCESS
         }
         Err(e) => {

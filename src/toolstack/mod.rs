@@ -7,3 +7,4 @@ pub mod nodes;
 pub mod procs;
 pub mod soak;
 pub mod up;
+pub mod xenstored;

@@ -1,10 +1,12 @@
-//! `xennet up`: the driver domain as a process. It runs the XenStore daemon,
-//! domain 0's memory, netback and the switch; guests (`xennet guest`, other
+//! `xennet up`: the driver domain as a process. It runs the XenStore daemon
+//! (as a supervised child process, or in-process), domain 0's memory, netback
+//! and the switch; guests (`xennet guest`, other
 //! processes) ask it over the control socket to create their vifs, then connect
 //! through the XenStore handshake. Everything lives in one instance directory:
 //!
 //! ```text
 //! DIR/xenstore/socket              domain 0's XenStore socket
+//! DIR/xenstore/{journal,pid}       the daemon's store on disk, its pid
 //! DIR/xenstore/domain/<id>/socket  each guest's, after `create`
 //! DIR/domain/<id>/{memory,gnttab,evtchn,pid}   each domain's shared memory
 //! DIR/control.sock                 list, stats, brctl, create, destroy, down
@@ -12,7 +14,10 @@
 //!
 //! The backend side of every device is reconciled level-triggered from XenStore
 //! (on watch events and every half second), so a missed or coalesced event
-//! cannot wedge a device: the states in the store are the truth.
+//! cannot wedge a device: the states in the store are the truth. That is also
+//! what makes a xenstored restart harmless: the daemon comes back with its
+//! store, the client reconnects and its watch fires again, and the loop skips
+//! XenStore work while the daemon is away, so frames keep moving.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,6 +42,8 @@ use xennet_netback::xenbus::{self as be, BackendDevice};
 use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
 use xennet_platform::xenstore::xenbus::{read_state, write_state};
 use xennet_platform::xenstore::{XenbusState, Xenstored, XsClient};
+
+use super::xenstored::{XenstoredHandle, XenstoredProcess};
 use xennet_ring::DomId;
 
 use super::control::{ControlServer, Reply};
@@ -106,6 +113,9 @@ pub struct UpOptions {
     /// (the fields above are ignored), and its guests' vifs are used when those
     /// guests ask for a vif without a spec of their own.
     pub topology: Option<Topology>,
+    /// Run XenStore as `<exe> xenstored` in a supervised child process (started
+    /// again on its journal when it dies); `None`: inside this process.
+    pub xenstored_exe: Option<PathBuf>,
 }
 
 impl UpOptions {
@@ -119,6 +129,7 @@ impl UpOptions {
             captures: Vec::new(),
             max_queues: 4,
             topology: None,
+            xenstored_exe: None,
         }
     }
 
@@ -295,7 +306,7 @@ struct Up {
     opts: UpOptions,
     topo: Topology,
     rt: RuntimeDir,
-    xsd: Xenstored,
+    xsd: XenstoredHandle,
     xs: XsClient,
     plane: Dataplane,
     devs: BTreeMap<(u16, u32), Dev>,
@@ -315,8 +326,14 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     for d in rt.clean_stale() {
         tracing::info!("cleaned files of crashed domain {}", d.0);
     }
-    let xsd = Xenstored::start(xenstore_dir(&opts.dir)).map_err(setup("xenstored"))?;
-    let xs = XsClient::connect(xsd.socket_path()).map_err(setup("xenstore"))?;
+    let xs_dir = xenstore_dir(&opts.dir);
+    let xsd = match &opts.xenstored_exe {
+        Some(exe) => XenstoredHandle::Process(
+            XenstoredProcess::start(exe, &xs_dir).map_err(setup("xenstored"))?,
+        ),
+        None => XenstoredHandle::InProcess(Xenstored::start(&xs_dir).map_err(setup("xenstored"))?),
+    };
+    let xs = open_xenstore(&xs_dir).map_err(setup("xenstore"))?;
     let domain = Domain::create(&rt, DomId(0), 16384, 16384).map_err(setup("domain 0 memory"))?;
     let side = Side::from_domain(domain, Some(rt.clone()));
     let topo = opts.effective_topology().map_err(UpError::Setup)?;
@@ -334,8 +351,6 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     }
     xs.write("/local/domain/0/name", "Domain-0")
         .map_err(setup("xenstore"))?;
-    xs.watch("/local/domain/0/backend/vif", "backend")
-        .map_err(setup("xenstore watch"))?;
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     let req_tx = std::sync::Mutex::new(req_tx);
     let _server = ControlServer::start(&ctl, move |words| {
@@ -378,12 +393,21 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
         while up.xs.try_watch().is_some() {
             changed = true;
         }
-        if changed || last_sweep.elapsed() >= Duration::from_millis(500) {
-            if last_sweep.elapsed() >= Duration::from_millis(500) {
+        let sweep = last_sweep.elapsed() >= Duration::from_millis(500);
+        if sweep && up.xs.is_closed() {
+            up.reopen_xenstore();
+        }
+        // While xenstored is away (restarting) its requests would wait: skip
+        // XenStore work and keep the data plane going; the watch fires again
+        // when the client is back.
+        if (changed || sweep) && up.xs.is_connected() {
+            if sweep {
                 up.reap_dead_guests();
-                last_sweep = Instant::now();
             }
             up.reconcile();
+        }
+        if sweep {
+            last_sweep = Instant::now();
         }
         if !moved {
             up.plane.wait(Duration::from_millis(20));
@@ -393,7 +417,29 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     Ok(())
 }
 
+/// How long the driver domain's XenStore client waits for a restarted daemon
+/// before it gives up (then the loop opens a new one every sweep).
+const XS_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Domain 0's XenStore client, watching the backend directory.
+fn open_xenstore(xs_dir: &Path) -> Result<XsClient, xennet_platform::xenstore::XsError> {
+    let xs = XsClient::connect_with(xs_dir.join("socket"), Some(XS_RECONNECT_WINDOW))?;
+    xs.watch("/local/domain/0/backend/vif", "backend")?;
+    Ok(xs)
+}
+
 impl Up {
+    /// The client gave up on xenstored: try a new connection.
+    fn reopen_xenstore(&mut self) {
+        match open_xenstore(&xenstore_dir(&self.opts.dir)) {
+            Ok(xs) => {
+                tracing::info!("xenstore: connected again");
+                self.xs = xs;
+            }
+            Err(e) => tracing::warn!("xenstore: still unreachable: {e}"),
+        }
+    }
+
     fn control(&mut self, words: &[String]) -> Reply {
         let w: Vec<&str> = words.iter().map(String::as_str).collect();
         match w.as_slice() {
@@ -430,14 +476,15 @@ impl Up {
                 brctl::showmacs(self.plane.dd.fabric(), br, now).map_err(|e| e.to_string())
             }
             ["info"] => Ok(format!(
-                "mode={} uplink={} guests={}\n",
+                "mode={} uplink={} guests={} {}\n",
                 mode_name(self.topo.driver_domain.mode),
                 match &self.topo.driver_domain.uplink {
                     UplinkSpec::Sim => "sim".to_string(),
                     UplinkSpec::Tap(n) => format!("tap:{n}"),
                     UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
                 },
-                self.guests.len()
+                self.guests.len(),
+                self.xsd.describe()
             )),
             ["down"] => {
                 self.stop = true;
@@ -557,7 +604,7 @@ impl Up {
                 .map(|r| (r.bytes_per_interval, u64::from(r.interval_us))),
             vifname: spec.vifname.clone(),
         };
-        if let Err(e) = self.xsd.introduce(domid) {
+        if let Err(e) = self.xs.introduce(domid, 0, 0) {
             self.plane.dd.remove_port(port);
             return Err(format!("xenstore introduce: {e}"));
         }
@@ -579,7 +626,7 @@ impl Up {
         })();
         if let Err(e) = written {
             self.plane.dd.remove_port(port);
-            let _ = self.xsd.release(domid);
+            let _ = self.xs.release(domid);
             return Err(format!("xenstore: {e}"));
         }
         self.guests.insert(
@@ -627,7 +674,7 @@ impl Up {
         self.plane.dd.remove_port(g.port);
         let _ = self.xs.rm(&format!("/local/domain/0/backend/vif/{domid}"));
         let _ = self.xs.rm(&format!("/local/domain/{domid}"));
-        let _ = self.xsd.release(domid);
+        let _ = self.xs.release(domid);
         self.plane.side.ops.remove_peer(DomId(domid));
         self.plane.side.events.remove_peer(DomId(domid));
         tracing::info!(domid, vif = %g.name, "domain destroyed");
