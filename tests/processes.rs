@@ -305,14 +305,6 @@ fn guests_reconnect_after_the_driver_domain_is_killed_and_restarted() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// `key=value` from the driver domain's `info`.
-fn info_field(dir: &Path, key: &str) -> Option<String> {
-    let info = control::request(dir, &["info"]).ok()?;
-    info.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .map(str::to_owned)
-}
-
 /// `xenstore-ls PATH` as domain 0, with Debian's tool.
 fn xenstore_ls(dir: &Path, path: &str) -> String {
     let out = Command::new("xenstore-ls")
@@ -348,20 +340,20 @@ fn xenstored_killed_mid_traffic_comes_back_with_its_store_and_guests_carry_on() 
         .spawn()
         .unwrap();
     inst.wait_connected(1);
-    let pid: i32 = info_field(&inst.dir, "xenstored-pid")
+    let pid: i32 = control::info_field(&inst.dir, "xenstored-pid")
         .and_then(|p| p.parse().ok())
         .expect("xenstored runs as its own process");
     assert_eq!(
-        info_field(&inst.dir, "xenstored-restarts").as_deref(),
+        control::info_field(&inst.dir, "xenstored-restarts").as_deref(),
         Some("0")
     );
     // SAFETY: kill(2) on the driver domain's xenstored child, whose pid it
     // reported just now; a stale pid would at worst hit nothing (ESRCH).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     wait_for("xenstored to be started again", || {
-        info_field(&inst.dir, "xenstored-restarts").as_deref() == Some("1")
+        control::info_field(&inst.dir, "xenstored-restarts").as_deref() == Some("1")
     });
-    let new_pid = info_field(&inst.dir, "xenstored-pid").unwrap();
+    let new_pid = control::info_field(&inst.dir, "xenstored-pid").unwrap();
     assert_ne!(new_pid, pid.to_string());
 
     // Every echo came back: the data path never needed XenStore.

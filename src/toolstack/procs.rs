@@ -106,6 +106,26 @@ impl Instance {
         }
     }
 
+    /// A `key=value` field of the driver domain's `info` reply.
+    pub fn info_field(&self, key: &str) -> Option<String> {
+        control::info_field(&self.dir, key)
+    }
+
+    /// SIGKILLs the driver domain's xenstored (a crash; the driver domain
+    /// starts it again). False if it does not run as its own process.
+    pub fn kill_xenstored(&self) -> bool {
+        let Some(pid) = self
+            .info_field("xenstored-pid")
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+            .filter(|&p| p > 0)
+        else {
+            return false;
+        };
+        // SAFETY: kill(2) on the pid the driver domain reports for its own
+        // xenstored child; at worst a stale pid hits nothing (ESRCH).
+        unsafe { libc::kill(pid, libc::SIGKILL) == 0 }
+    }
+
     /// Whether `domid`'s first vif reaches Connected within `within`.
     pub fn wait_connected(&self, domid: u16, within: Duration) -> bool {
         let deadline = Instant::now() + within;

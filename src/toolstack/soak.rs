@@ -1,7 +1,9 @@
 //! `xennet soak`: the driver domain and guests as processes under sustained mixed
-//! traffic for a while, with guests restarted and killed on a schedule. It samples
-//! the driver domain's resident memory and the vif counters, and fails if memory
-//! grows, a script's traffic fails, or a restarted guest does not come back.
+//! traffic for a while, with guests restarted and killed on a schedule, and the
+//! driver domain's xenstored killed every third cycle. It samples the driver
+//! domain's resident memory and the vif counters, and fails if memory grows, a
+//! script's traffic fails, a restarted guest does not come back, or xenstored is
+//! not started again after each kill.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -58,11 +60,12 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
     let t = &mut rep.text;
     let _ = writeln!(
         t,
-        "{:>7} {:>6} {:>10} {:>10} {:>9} {:>9} {:>8}",
-        "time_s", "cycle", "pings_tx", "pings_rx", "tcp_ok", "dd_rss_kb", "restarts"
+        "{:>7} {:>6} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8}",
+        "time_s", "cycle", "pings_tx", "pings_rx", "tcp_ok", "dd_rss_kb", "restarts", "xs_kills"
     );
     let start = Instant::now();
     let (mut tx, mut rx, mut tcp_ok, mut restarts) = (0u64, 0u64, 0u64, 0u64);
+    let mut xs_kills = 0u64;
     let mut rss: Vec<u64> = Vec::new();
     let mut cycle = 0u64;
     let mut victim: Option<usize> = None;
@@ -116,23 +119,48 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
                 let _ = writeln!(t, "cycle {cycle}: restarted guest 3 did not connect");
             }
         }
+        // xenstored killed every third cycle: the next cycle's guest needs it
+        // (creating a domain, the handshake) and guest 2 must not notice.
+        if cycle % 3 == 0 && inst.kill_xenstored() {
+            xs_kills += 1;
+        }
         let r = rss_kib(dd_pid).unwrap_or(0);
         rss.push(r);
         let _ = writeln!(
             t,
-            "{:>7.1} {:>6} {:>10} {:>10} {:>9} {:>9} {:>8}",
+            "{:>7.1} {:>6} {:>10} {:>10} {:>9} {:>9} {:>8} {:>8}",
             start.elapsed().as_secs_f64(),
             cycle,
             tx,
             rx,
             tcp_ok,
             r,
-            restarts
+            restarts,
+            xs_kills
         );
     }
     if let Some(v) = victim.take() {
         inst.kill_guest(v);
     }
+    // Every kill was followed by a restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let restarted = loop {
+        let n: u64 = inst
+            .info_field("xenstored-restarts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if n >= xs_kills || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if restarted != xs_kills {
+        rep.ok = false;
+    }
+    let _ = writeln!(
+        t,
+        "xenstored: killed {xs_kills} times, started again {restarted} times"
+    );
     if let Ok(s) = control::request(dir, &["stats"]) {
         let _ = writeln!(t, "\n$ xennet stats (long-lived guest 2)\n{s}");
     }
@@ -151,7 +179,7 @@ pub fn run(opts: &SoakOptions) -> Result<SoakReport, String> {
     }
     let _ = writeln!(
         t,
-        "{cycle} cycles, {tx} echo requests ({rx} replies), {tcp_ok} TCP exchanges intact, {restarts} guest kills; {}",
+        "{cycle} cycles, {tx} echo requests ({rx} replies), {tcp_ok} TCP exchanges intact, {restarts} guest kills, {xs_kills} xenstored kills; {}",
         if rep.ok { "soak: ok" } else { "soak: FAILED" }
     );
     rep.ok &= rx > 0;
