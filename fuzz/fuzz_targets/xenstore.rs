@@ -1,10 +1,12 @@
 //! The XenStore daemon's core: header parsing, path and permission parsing, and
 //! a sequence of requests from privileged and unprivileged callers applied to
-//! one tree. Nothing may panic and the tree's invariants must hold throughout.
+//! one tree; and the same bytes as a journal to replay (with the magic put in
+//! front, so records are reached). Nothing may panic and the tree's invariants
+//! must hold throughout.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xennet::platform::xenstore::{apply, wire, Caller, Limits, Perms, Tree};
+use xennet::platform::xenstore::{apply, journal, wire, Caller, Limits, Perms, Tree};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= wire::HEADER_LEN {
@@ -13,6 +15,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = wire::Header::parse(&h);
     }
     let _ = Perms::parse(wire::split_strings(data));
+    let mut j = b"XNXSJ001".to_vec();
+    j.extend_from_slice(data);
+    let restored = journal::replay(&j);
+    if let Err(e) = restored.tree.check_invariants() {
+        panic!("journal replay broke an invariant: {e}");
+    }
     let limits = Limits {
         nodes_per_domain: 64,
         ..Limits::default()

@@ -434,6 +434,50 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Bytes laid out by hand as the module documentation says, not by the
+    /// encoder: the documented format is the one replayed.
+    #[test]
+    fn the_documented_layout_replays() {
+        fn record(body: &[u8]) -> Vec<u8> {
+            let mut h: u32 = 0x811c_9dc5;
+            for &b in body {
+                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+            }
+            let mut r = (body.len() as u32).to_le_bytes().to_vec();
+            r.extend_from_slice(body);
+            r.extend_from_slice(&h.to_le_bytes());
+            r
+        }
+        let mut first = vec![1u8];
+        first.extend_from_slice(&20u16.to_le_bytes());
+        first.extend_from_slice(b"/local/domain/5/name");
+        first.extend_from_slice(&6u16.to_le_bytes());
+        first.extend_from_slice(b"b5\0r0\0");
+        first.extend_from_slice(&6u32.to_le_bytes());
+        first.extend_from_slice(b"guest5");
+        first.extend_from_slice(&[3, 5, 0]);
+        let mut second = vec![2u8];
+        second.extend_from_slice(&6u16.to_le_bytes());
+        second.extend_from_slice(b"/local");
+        second.extend_from_slice(&[3, 7, 0, 4, 5, 0]);
+        let mut bytes = b"XNXSJ001".to_vec();
+        bytes.extend_from_slice(&record(&first));
+        let r = replay(&bytes);
+        assert_eq!((r.records, r.ignored_bytes), (1, 0));
+        let n = r.tree.get("/local/domain/5/name").unwrap();
+        assert_eq!(n.value, b"guest5");
+        assert_eq!(
+            n.perms,
+            Perms(vec![Perm::new(5, Access::Both), Perm::new(0, Access::Read)])
+        );
+        assert_eq!(r.domains, BTreeSet::from([5]));
+        bytes.extend_from_slice(&record(&second));
+        let r = replay(&bytes);
+        assert_eq!((r.records, r.ignored_bytes), (2, 0));
+        assert!(r.tree.get("/local").is_none());
+        assert_eq!(r.domains, BTreeSet::from([7]));
+    }
+
     #[test]
     fn a_corrupt_record_stops_replay_there() {
         let dir = temp("corrupt");
