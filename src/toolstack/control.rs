@@ -135,6 +135,15 @@ pub fn request(dir: &Path, words: &[&str]) -> Result<String, ControlError> {
     }
 }
 
+/// One `key=value` field of a running driver domain's `info` reply
+/// (`mode`, `uplink`, `guests`, `xenstored-pid`, `xenstored-restarts`).
+pub fn info_field(dir: &Path, key: &str) -> Option<String> {
+    let info = request(dir, &["info"]).ok()?;
+    info.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,13 +169,4 @@ mod tests {
         ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// One `key=value` field of a running driver domain's `info` reply
-/// (`mode`, `uplink`, `guests`, `xenstored-pid`, `xenstored-restarts`).
-pub fn info_field(dir: &Path, key: &str) -> Option<String> {
-    let info = request(dir, &["info"]).ok()?;
-    info.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .map(str::to_owned)
 }
