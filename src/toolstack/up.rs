@@ -1,8 +1,8 @@
 //! `xennet up`: the driver domain as a process. It runs the XenStore daemon
 //! (as a supervised child process, or in-process), domain 0's memory, netback
-//! and the switch; guests (`xennet guest`, other
-//! processes) ask it over the control socket to create their vifs, then connect
-//! through the XenStore handshake. Everything lives in one instance directory:
+//! and the switch; guests (`xennet guest`, other processes) ask it over the
+//! control socket to create their vifs, then connect through the XenStore
+//! handshake. Everything lives in one instance directory:
 //!
 //! ```text
 //! DIR/xenstore/socket              domain 0's XenStore socket
@@ -42,12 +42,11 @@ use xennet_netback::xenbus::{self as be, BackendDevice};
 use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
 use xennet_platform::xenstore::xenbus::{read_state, write_state};
 use xennet_platform::xenstore::{XenbusState, Xenstored, XsClient};
-
-use super::xenstored::{XenstoredHandle, XenstoredProcess};
 use xennet_ring::DomId;
 
 use super::control::{ControlServer, Reply};
 use super::nodes::VifNodes;
+use super::xenstored::{XenstoredHandle, XenstoredProcess};
 use crate::dataplane::Dataplane;
 use crate::harness::Side;
 
