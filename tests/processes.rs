@@ -35,29 +35,28 @@ impl Instance {
     }
 
     fn spawn(&mut self, args: &[&str]) -> usize {
-        self.spawn_to(args, Stdio::null())
+        self.spawn_to(args, Stdio::null(), Stdio::null())
     }
 
     /// Like `spawn`, with stdout and stderr in `DIR/<log>` (read with `log`).
     fn spawn_logged(&mut self, args: &[&str], log: &str) -> usize {
         std::fs::create_dir_all(&self.dir).unwrap();
         let f = std::fs::File::create(self.dir.join(log)).unwrap();
-        let i = self.spawn_to(args, f.try_clone().unwrap().into());
-        self.kids[i].stderr.take();
-        i
+        let err = f.try_clone().unwrap();
+        self.spawn_to(args, f.into(), err.into())
     }
 
     fn log(&self, log: &str) -> String {
         std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
     }
 
-    fn spawn_to(&mut self, args: &[&str], out: Stdio) -> usize {
+    fn spawn_to(&mut self, args: &[&str], out: Stdio, err: Stdio) -> usize {
         let child = Command::new(EXE)
             .args(args)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(out)
-            .stderr(Stdio::null())
+            .stderr(err)
             .spawn()
             .expect("spawn xennet");
         self.kids.push(child);
