@@ -3,6 +3,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use xennet_ring::netif::CtrlGref;
 use xennet_ring::{DomId, FrameAlloc, GrantAccess, GrantRef, LocalMemory, Notify};
 use zerocopy::IntoBytes;
 
@@ -152,7 +153,10 @@ where
             let data = match step {
                 Step::GrefSize(q) => [u32::from(q), 0, 0],
                 Step::AddGrefs(q) => {
-                    let room = c.room(q).min(xennet_ring::PAGE_SIZE / 8);
+                    // As many entries as one list page holds.
+                    let room = c
+                        .room(q)
+                        .min(xennet_ring::PAGE_SIZE / core::mem::size_of::<CtrlGref>());
                     c.scratch.clear();
                     for e in self.queues[usize::from(q)].static_grefs().take(room) {
                         c.scratch.extend_from_slice(e.as_bytes());

@@ -21,7 +21,7 @@ pub struct Instance {
 }
 
 /// Asks a child to stop (SIGTERM) and waits up to `within`; kills it after that.
-fn terminate(child: &mut Child, within: Duration) {
+pub(crate) fn terminate(child: &mut Child, within: Duration) {
     // SAFETY: kill(2) on a child we spawned and have not reaped (its pid is ours).
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);

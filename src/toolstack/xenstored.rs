@@ -36,7 +36,6 @@ struct Shared {
 pub struct XenstoredProcess {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    dir: PathBuf,
 }
 
 /// The pid file a `xennet xenstored` writes in its directory.
@@ -85,22 +84,6 @@ fn wait_ready(child: &mut Child, dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn terminate(mut child: Child) {
-    // SAFETY: kill(2) on our own unreaped child: its pid cannot have been reused.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(POLL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 impl XenstoredProcess {
     /// Starts `exe xenstored --dir DIR --fresh` (an empty store) and supervises
     /// it: whenever it exits it is started again on the same journal.
@@ -122,7 +105,6 @@ impl XenstoredProcess {
             Ok(Ok(())) => Ok(XenstoredProcess {
                 shared,
                 thread: Some(thread),
-                dir: dir.to_path_buf(),
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -140,11 +122,6 @@ impl XenstoredProcess {
     /// How many times the daemon was started again after it exited.
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Ordering::Acquire)
-    }
-
-    /// The daemon's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Stops the daemon in order (SIGTERM: it removes its sockets) and the
@@ -195,7 +172,7 @@ fn supervise(sh: &Shared, exe: &Path, dir: &Path, ready: mpsc::Sender<io::Result
         }
         let status = loop {
             if sh.stop.load(Ordering::Acquire) {
-                terminate(child);
+                super::procs::terminate(&mut child, Duration::from_secs(5));
                 return;
             }
             match child.try_wait() {
