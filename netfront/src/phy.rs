@@ -150,6 +150,14 @@ pub struct RxToken<'a> {
     spare: &'a mut Vec<Vec<u8>>,
 }
 
+impl<'a> RxToken<'a> {
+    /// Lends `frame`; once consumed, its buffer goes back to `spare` (kept up to
+    /// 64 buffers), so a device reusing buffers allocates nothing per frame.
+    pub fn new(frame: Vec<u8>, spare: &'a mut Vec<Vec<u8>>) -> Self {
+        RxToken { frame, spare }
+    }
+}
+
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         let r = f(&self.frame);

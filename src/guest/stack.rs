@@ -123,25 +123,10 @@ struct Intercept<'a, D> {
     held: &'a mut Option<Vec<u8>>,
 }
 
-/// A received frame the interceptor passed on; its buffer goes back to the pool.
-struct Frame<'a> {
-    buf: Vec<u8>,
-    spare: &'a mut Vec<Vec<u8>>,
-}
-
-impl phy::RxToken for Frame<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let r = f(&self.buf);
-        if self.spare.len() < ECHO_BACKLOG {
-            self.spare.push(self.buf);
-        }
-        r
-    }
-}
-
 impl<D: Device> Device for Intercept<'_, D> {
+    /// A frame passed on; its buffer goes back to the pool once consumed.
     type RxToken<'b>
-        = Frame<'b>
+        = xennet_netfront::phy::RxToken<'b>
     where
         Self: 'b;
     type TxToken<'b>
@@ -180,13 +165,7 @@ impl<D: Device> Device for Intercept<'_, D> {
         // No room to answer right now: the frame stays held for the next poll.
         let tx = self.inner.transmit(t)?;
         let buf = self.held.take()?;
-        Some((
-            Frame {
-                buf,
-                spare: self.spare,
-            },
-            tx,
-        ))
+        Some((xennet_netfront::phy::RxToken::new(buf, self.spare), tx))
     }
 
     fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
