@@ -5,15 +5,17 @@
 //! event-index hold-off against a kick per frame. Every group reports elements and
 //! bytes, so criterion prints Melem/s and GiB/s. The cross-process figures are
 //! `xennet bench`'s.
+// criterion_group! defines undocumented public functions.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use xennet::dataplane::Dataplane;
-use xennet::harness::{connect_pair, enable_ctrl, Back, Front, Side};
-use xennet::netfront::Features;
-use xennet::ring::{DomId, Notify, Port};
+use xennet_dom0::dataplane::Dataplane;
+use xennet_dom0::testing::{connect_pair, enable_ctrl, Back, Front, Side};
+use xennet_netfront::Features;
+use xennet_ring::{DomId, Notify, Port};
 
 const SIZES: [usize; 5] = [64, 512, 1514, 9000, 65535];
 const BATCHES: [usize; 2] = [1, 32];

@@ -2,6 +2,8 @@
 //! and 1500 bytes from a peer's grants into local frames, batched by 1 and 32
 //! (what netback's transmit path does per slot), as operations and as bytes per
 //! second.
+// criterion_group! defines undocumented public functions.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 

@@ -2,6 +2,8 @@
 //! request and one response per item, same thread and across two threads, at
 //! batch sizes 1/8/32/128. Each group runs twice, reporting items per second and
 //! (the `-bytes` groups) bytes per second of request plus response.
+// criterion_group! defines undocumented public functions.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::mem::size_of;

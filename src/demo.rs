@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use xennet_netback::capture::PcapSink;
-use xennet_netback::config::UplinkSpec;
-use xennet_netback::switch::{brctl, Mode, PortConfig, PortKind};
-use xennet_netback::wire::MacAddr;
+use xennet_switch::capture::PcapSink;
+use xennet_switch::config::UplinkSpec;
+use xennet_switch::{brctl, Mode, PortConfig, PortKind};
+use xennet_switch::wire::MacAddr;
 use xennet_netfront::phy::NetfrontDevice;
 use xennet_netfront::Features;
 use xennet_ring::DomId;
 
-use crate::dataplane::Dataplane;
-use crate::guest::stack::GuestStack;
-use crate::harness::{connect_pair, Side};
+use xennet_dom0::dataplane::Dataplane;
+use xennet_dom0::stack::GuestStack;
+use xennet_dom0::side::{connect_pair, Side};
 
 /// What the demo runs.
 #[derive(Clone, Debug)]
@@ -66,7 +66,7 @@ pub struct DemoReport {
     pub tcp_echo_ok: bool,
 }
 
-use crate::toolstack::up::{driver_domain, guest_addr, guest_mac, SIM_IP};
+use xennet_dom0::up::{driver_domain, guest_addr, guest_mac, SIM_IP};
 
 /// Errors that stop the demo.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ pub enum DemoError {
     Switch(String),
     /// Platform or driver wiring failed.
     #[error(transparent)]
-    Wire(#[from] crate::harness::WireError),
+    Wire(#[from] xennet_dom0::side::WireError),
     /// Platform failure.
     #[error(transparent)]
     Shm(#[from] xennet_platform::shm::ShmError),
@@ -282,8 +282,8 @@ pub fn run_processes(
 ) -> Result<(String, bool), DemoError> {
     use std::process::{Command, Stdio};
 
-    use crate::toolstack::procs::Instance;
-    use crate::toolstack::{control, up};
+    use crate::procs::Instance;
+    use xennet_dom0::{control, up};
 
     let guests = opts.guests.clamp(1, 8);
     let mode = opts.mode;

@@ -1,19 +1,14 @@
 //! # xennet
 //!
-//! A Rust implementation of Xen's paravirtual network split driver: netfront,
-//! netback, the platform they run on (plain processes or a real hypervisor) and a
-//! driver domain that bridges, routes or NATs guests' frames.
-//!
-//! This crate re-exports the workspace crates and hosts the `xennet` toolstack CLI.
-
-pub use xennet_netback as netback;
-pub use xennet_netfront as netfront;
-pub use xennet_platform as platform;
-pub use xennet_ring as ring;
+//! The `xennet` command: the toolstack for the plain-process platform (what `xl` and
+//! libxl do on Xen), the demo, the guest program, the soak and the benchmark report.
+//! The drivers and the driver domain live in the workspace's library crates:
+//! `xennet-ring`, `xennet-platform`, `xennet-xenstore`, `xennet-netfront`,
+//! `xennet-netback`, `xennet-switch` and `xennet-dom0` (see docs/architecture.md).
+#![warn(missing_docs)]
 
 pub mod bench;
-pub mod dataplane;
 pub mod demo;
 pub mod guest;
-pub mod harness;
-pub mod toolstack;
+pub mod procs;
+pub mod soak;

@@ -131,7 +131,7 @@ fn demo(args: DemoArgs) -> ExitCode {
     match xennet::demo::run(&opts) {
         Ok(report) => {
             print!("{}", report.text);
-            let expect_loss = !opts.proxy_arp && opts.mode == xennet::netback::switch::Mode::Route;
+            let expect_loss = !opts.proxy_arp && opts.mode == xennet_switch::Mode::Route;
             let remote_ok =
                 report
                     .remote_pings
@@ -350,7 +350,7 @@ impl DirArg {
     fn dir(&self) -> PathBuf {
         self.dir
             .clone()
-            .unwrap_or_else(xennet::toolstack::up::default_dir)
+            .unwrap_or_else(xennet_dom0::up::default_dir)
     }
 }
 
@@ -489,7 +489,7 @@ fn install_stop_handler() {
 }
 
 fn control(dir: &std::path::Path, words: &[&str]) -> ExitCode {
-    match xennet::toolstack::control::request(dir, words) {
+    match xennet_dom0::control::request(dir, words) {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -501,8 +501,8 @@ fn control(dir: &std::path::Path, words: &[&str]) -> ExitCode {
     }
 }
 
-fn parse_mode(s: &str) -> xennet::netback::switch::Mode {
-    use xennet::netback::switch::Mode;
+fn parse_mode(s: &str) -> xennet_switch::Mode {
+    use xennet_switch::Mode;
     match s {
         "route" => Mode::Route,
         "nat" => Mode::Nat,
@@ -538,7 +538,7 @@ fn cli_up(a: UpArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut opts = xennet::toolstack::up::UpOptions::new(a.dir.dir());
+    let mut opts = xennet_dom0::up::UpOptions::new(a.dir.dir());
     match std::env::current_exe() {
         Ok(exe) => opts.xenstored_exe = Some(exe),
         Err(e) => {
@@ -552,7 +552,7 @@ fn cli_up(a: UpArgs) -> ExitCode {
     opts.captures = captures;
     opts.max_queues = usize::from(a.max_queues);
     if let Some(file) = &a.config {
-        match xennet::netback::config::Topology::load(file) {
+        match xennet_switch::config::Topology::load(file) {
             Ok(t) => opts.topology = Some(t),
             Err(e) => {
                 eprintln!("xennet up: {}: {e}", file.display());
@@ -561,7 +561,7 @@ fn cli_up(a: UpArgs) -> ExitCode {
         }
     }
     let mode = match opts.effective_topology() {
-        Ok(t) => xennet::toolstack::up::mode_name(t.driver_domain.mode),
+        Ok(t) => xennet_dom0::up::mode_name(t.driver_domain.mode),
         Err(e) => {
             eprintln!("xennet up: {e}");
             return ExitCode::from(2);
@@ -569,7 +569,7 @@ fn cli_up(a: UpArgs) -> ExitCode {
     };
     install_stop_handler();
     let dir = opts.dir.clone();
-    let r = xennet::toolstack::up::run(&opts, &STOP, || {
+    let r = xennet_dom0::up::run(&opts, &STOP, || {
         println!(
             "xennet up: driver domain running in {} mode; instance {}",
             mode,
@@ -597,7 +597,7 @@ fn cli_guest(a: GuestArgs) -> ExitCode {
         eprintln!("xennet guest: {what} {v:?} is not valid");
         ExitCode::from(2)
     };
-    let mut opts = xennet::toolstack::guest::GuestOptions::new(a.dir.dir(), a.domid);
+    let mut opts = xennet::guest::GuestOptions::new(a.dir.dir(), a.domid);
     opts.vif = a.vif.clone();
     opts.queues = usize::from(a.queues);
     if let Some(ip) = &a.ip {
@@ -645,7 +645,7 @@ fn cli_guest(a: GuestArgs) -> ExitCode {
     opts.serve = a.serve || (opts.pings.is_empty() && opts.tcp_echo.is_none());
     opts.wait = std::time::Duration::from_secs(a.wait);
     install_stop_handler();
-    match xennet::toolstack::guest::run(&opts, &STOP) {
+    match xennet::guest::run(&opts, &STOP) {
         Ok(rep) => {
             print!("{}", rep.text);
             if rep.ok(opts.expect_loss) {
@@ -662,8 +662,8 @@ fn cli_guest(a: GuestArgs) -> ExitCode {
 }
 
 fn xenstore_ls(a: &XsLsArgs) -> ExitCode {
-    use xennet::platform::xenstore::XsClient;
-    let sock = xennet::toolstack::up::xenstore_dir(&a.dir.dir()).join("socket");
+    use xennet_xenstore::XsClient;
+    let sock = xennet_dom0::up::xenstore_dir(&a.dir.dir()).join("socket");
     let xs = match XsClient::connect(&sock) {
         Ok(x) => x,
         Err(e) => {
@@ -703,7 +703,7 @@ fn xenstore_ls(a: &XsLsArgs) -> ExitCode {
 }
 
 fn cli_xenstored(a: &XenstoredArgs) -> ExitCode {
-    use xennet::platform::xenstore::Xenstored;
+    use xennet_xenstore::Xenstored;
     install_stop_handler();
     if a.fresh {
         match std::fs::remove_file(Xenstored::journal_path(&a.dir)) {
@@ -716,7 +716,7 @@ fn cli_xenstored(a: &XenstoredArgs) -> ExitCode {
     }
     match Xenstored::start_persistent(&a.dir) {
         Ok(xs) => {
-            let pid_file = xennet::toolstack::xenstored::pid_file(&a.dir);
+            let pid_file = xennet_dom0::xenstored::pid_file(&a.dir);
             if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
                 eprintln!("xennet xenstored: {}: {e}", pid_file.display());
             }
@@ -736,7 +736,7 @@ fn cli_xenstored(a: &XenstoredArgs) -> ExitCode {
 }
 
 fn cli_introduce(a: &IntroduceArgs) -> ExitCode {
-    use xennet::platform::xenstore::{dom0_socket, domain_socket, XsClient};
+    use xennet_xenstore::{dom0_socket, domain_socket, XsClient};
     let r = XsClient::connect(dom0_socket(&a.dir)).and_then(|xs| xs.introduce(a.domid, 0, 0));
     match r {
         Ok(()) => {
@@ -769,13 +769,13 @@ fn cli_soak(a: &SoakArgs) -> ExitCode {
         eprintln!("xennet soak: --minutes must be in (0, 1440]");
         return ExitCode::from(2);
     }
-    let opts = xennet::toolstack::soak::SoakOptions {
+    let opts = xennet::soak::SoakOptions {
         duration: std::time::Duration::from_secs_f64(a.minutes * 60.0),
         exe,
-        dir: xennet::platform::shm::RuntimeDir::default_path()
+        dir: xennet_platform::shm::RuntimeDir::default_path()
             .join(format!("soak-{}", std::process::id())),
     };
-    match xennet::toolstack::soak::run(&opts) {
+    match xennet::soak::run(&opts) {
         Ok(rep) => {
             print!("{}", rep.text);
             if rep.ok {

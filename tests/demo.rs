@@ -2,7 +2,7 @@
 //! rings, netback and the switch to the simulated remote host and back.
 
 use xennet::demo::{run, DemoOptions};
-use xennet::netback::switch::Mode;
+use xennet_switch::Mode;
 
 fn opts(mode: Mode, proxy_arp: bool) -> DemoOptions {
     DemoOptions {

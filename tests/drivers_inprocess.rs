@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use xennet::harness::{connect_pair, domains, rx_all, tx_all, Side};
-use xennet::netfront::Features;
+use xennet_dom0::testing::{connect_pair, domains, rx_all, tx_all, Side};
+use xennet_netfront::Features;
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 
@@ -124,7 +124,7 @@ fn notifications_are_held_off_under_load() {
 /// scatter-gather on and off, one and four queues, through an echo backend.
 #[test]
 fn round_trip_matrix_sg_on_and_off_one_and_four_queues() {
-    use xennet::harness::{echo_once, round_trip_matrix};
+    use xennet_dom0::testing::{echo_once, round_trip_matrix};
     for (sg, queues) in [(true, 1), (true, 4), (false, 1), (false, 4)] {
         let (dom0, domu) = sides();
         let features = Features {
@@ -143,7 +143,7 @@ fn round_trip_matrix_sg_on_and_off_one_and_four_queues() {
         let c = front.counters();
         assert_eq!((c.tx_errors, c.rx_errors, c.fatal_errors), (0, 0, 0));
         // Without scatter-gather the backend never hands the guest a multi-slot frame.
-        let big = xennet::harness::pattern_frame(9000, 1);
+        let big = xennet_dom0::testing::pattern_frame(9000, 1);
         if !sg {
             assert!(!back.enqueue_rx(&big, Instant::now()));
             assert_eq!(back.counters().rx_dropped_too_big, 1);
@@ -155,7 +155,7 @@ fn round_trip_matrix_sg_on_and_off_one_and_four_queues() {
 /// read what the guest's memory held before (here: a secret in every free page).
 #[test]
 fn granted_pages_never_carry_stale_guest_data() {
-    use xennet::ring::{FrameAlloc, GrantMap, GrantRef, LocalMemory, MappedPage};
+    use xennet_ring::{FrameAlloc, GrantMap, GrantRef, LocalMemory, MappedPage};
     let (dom0, domu) = sides();
     // Dirty every free page of the guest, then give them back.
     let mut frames = Vec::new();
@@ -180,7 +180,7 @@ fn granted_pages_never_carry_stale_guest_data() {
             continue;
         };
         let mut page = vec![0u8; 4096];
-        xennet::ring::memory::read_mapped(&m, 0, &mut page).unwrap();
+        xennet_ring::memory::read_mapped(&m, 0, &mut page).unwrap();
         assert!(page.iter().all(|&b| b == 0), "grant {r} carries old data");
         assert!(m.readonly());
         dom0.ops.unmap(m).unwrap();

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use xennet::dataplane::{Dataplane, SPURIOUS_LIMIT};
-use xennet::harness::{connect_pair, domains};
-use xennet::netfront::Features;
+use xennet_dom0::dataplane::{Dataplane, SPURIOUS_LIMIT};
+use xennet_dom0::testing::{connect_pair, domains};
+use xennet_netfront::Features;
 
 const MAC_A: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 const MAC_B: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x02];
@@ -32,7 +32,7 @@ fn an_event_storm_is_counted_and_throttled_and_real_frames_still_pass() {
     let (mut fa, va, pa) = connect_pair(&dom0, a, 0, MAC_A, 1, sg, None).unwrap();
     let (mut fb, vb, pb) = connect_pair(&dom0, b, 0, MAC_B, 1, sg, None).unwrap();
     let storm_port = pa[0].0;
-    let ports = |p: &[(xennet::ring::Port, xennet::ring::Port)]| p.iter().map(|x| x.1).collect();
+    let ports = |p: &[(xennet_ring::Port, xennet_ring::Port)]| p.iter().map(|x| x.1).collect();
     let vifs = vec![(1, MAC_A, va, ports(&pa)), (2, MAC_B, vb, ports(&pb))];
     let mut plane = Dataplane::bridged(dom0.clone(), vifs).unwrap();
     let counters = |plane: &Dataplane, domid: u16| {
@@ -47,8 +47,8 @@ fn an_event_storm_is_counted_and_throttled_and_real_frames_still_pass() {
     // Drive the loop as `xennet up` does, with the guests polled in between, until
     // guest 2 holds `want` frames (bounded).
     let run_until = |plane: &mut Dataplane,
-                     fa: &mut xennet::harness::Front,
-                     fb: &mut xennet::harness::Front,
+                     fa: &mut xennet_dom0::testing::Front,
+                     fb: &mut xennet_dom0::testing::Front,
                      got: &mut Vec<Vec<u8>>,
                      want: usize| {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -78,7 +78,7 @@ fn an_event_storm_is_counted_and_throttled_and_real_frames_still_pass() {
 
     // The storm: kicks with nothing behind them.
     let kick = a.events.port(storm_port);
-    use xennet::ring::Notify;
+    use xennet_ring::Notify;
     for _ in 0..(3 * SPURIOUS_LIMIT) {
         kick.notify();
         plane.wait(Duration::from_millis(1));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
-use xennet::guest::stack::{GuestStack, ECHO_PORT, HTTP_PORT};
+use xennet_dom0::stack::{GuestStack, ECHO_PORT, HTTP_PORT};
 
 type Queue = Arc<Mutex<VecDeque<Vec<u8>>>>;
 

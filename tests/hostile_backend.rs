@@ -1,13 +1,13 @@
 //! A backend that breaks the protocol on purpose: netfront marks its device broken
 //! with the reason (as Linux netfront does since 2021) and never panics.
 
-use xennet::harness::{connect_pair, Side};
-use xennet::netfront::{Features, FrontError, LinkState};
-use xennet::ring::netif::{RxRequest, RxResponse, TxRequest, TxResponse};
-use xennet::ring::{BackRing, DomId, GrantMap, MappedPage, RingError, PAGE_SIZE};
+use xennet_dom0::testing::{connect_pair, Side};
+use xennet_netfront::{Features, FrontError, LinkState};
+use xennet_ring::netif::{RxRequest, RxResponse, TxRequest, TxResponse};
+use xennet_ring::{BackRing, DomId, GrantMap, MappedPage, RingError, PAGE_SIZE};
 
 type Rings = (
-    xennet::harness::Front,
+    xennet_dom0::testing::Front,
     BackRing<TxRequest, TxResponse>,
     BackRing<RxRequest, RxResponse>,
     *mut u8,

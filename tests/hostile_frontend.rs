@@ -5,14 +5,14 @@
 use std::ptr::NonNull;
 use std::time::Instant;
 
-use xennet::harness::Side;
-use xennet::netback::vif::{NetbackQueue, QueueSetup, VifError, FATAL_SLOTS};
-use xennet::platform::shm::{Domain, EventPort, GrantOps};
-use xennet::ring::netif::{
+use xennet_dom0::testing::Side;
+use xennet_netback::vif::{NetbackQueue, QueueSetup, VifError, FATAL_SLOTS};
+use xennet_platform::shm::{Domain, EventPort, GrantOps};
+use xennet_ring::netif::{
     ExtraInfo, RxRequest, RxResponse, TxFlags, TxRequest, TxResponse, NETIF_RSP_ERROR,
     NETIF_RSP_OKAY,
 };
-use xennet::ring::{
+use xennet_ring::{
     DomId, Frame, FrameAlloc, FrontRing, GrantAccess, GrantRef, GrantStatus, LocalMemory,
     RingError, PAGE_SIZE,
 };

@@ -8,10 +8,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::Instant;
 
-use xennet::dataplane::Dataplane;
-use xennet::harness::{connect_pair, domains, enable_ctrl, Back, Front, Side};
-use xennet::netfront::Features;
-use xennet::ring::DomId;
+use xennet_dom0::dataplane::Dataplane;
+use xennet_dom0::testing::{connect_pair, domains, enable_ctrl, Back, Front, Side};
+use xennet_netfront::Features;
+use xennet_ring::DomId;
 
 struct Counting;
 
@@ -161,7 +161,7 @@ fn the_bridged_data_plane_allocates_nothing_once_running() {
     let (a, b) = (&guests[0], &guests[1]);
     let (mut fa, va, pa) = connect_pair(&dom0, a, 0, MAC_A, 1, features(), None).unwrap();
     let (mut fb, vb, pb) = connect_pair(&dom0, b, 0, MAC_B, 1, features(), None).unwrap();
-    let ports = |p: Vec<(xennet::ring::Port, xennet::ring::Port)>| p.iter().map(|x| x.1).collect();
+    let ports = |p: Vec<(xennet_ring::Port, xennet_ring::Port)>| p.iter().map(|x| x.1).collect();
     let vifs = vec![(1, MAC_A, va, ports(pa)), (2, MAC_B, vb, ports(pb))];
     let mut plane = Dataplane::bridged(dom0.clone(), vifs).unwrap();
     let frames: Vec<Vec<u8>> = [60, 1514, 9000]

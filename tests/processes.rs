@@ -7,8 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use xennet::platform::xenstore::{domain_socket, XsClient};
-use xennet::toolstack::{control, up};
+use xennet_xenstore::{domain_socket, XsClient};
+use xennet_dom0::{control, up};
 
 const EXE: &str = env!("CARGO_BIN_EXE_xennet");
 
@@ -593,8 +593,8 @@ fn multi_queue_vifs_negotiate_and_carry_traffic_across_processes() {
 #[test]
 fn frames_of_every_size_round_trip_across_processes_with_and_without_sg() {
     use xennet::bench::{xennet as bx, Case};
-    use xennet::netfront::xenbus::FrontOptions;
-    use xennet::netfront::Features;
+    use xennet_netfront::xenbus::FrontOptions;
+    use xennet_netfront::Features;
     for (sg, queues) in [(true, 1), (true, 4), (false, 1), (false, 4)] {
         let mut inst = bx::Instance::new("echo", &[1]).unwrap();
         inst.use_exe(EXE);
@@ -616,7 +616,7 @@ fn frames_of_every_size_round_trip_across_processes_with_and_without_sg() {
         let (mut front, _link, events) = bx::connect_guest(inst.dir(), 1, &opts).unwrap();
         assert_eq!(front.num_queues(), queues);
         let mut woken = Vec::new();
-        let r = xennet::harness::round_trip_matrix(&mut front, 8, Duration::from_secs(60), |f| {
+        let r = xennet_dom0::testing::round_trip_matrix(&mut front, 8, Duration::from_secs(60), |f| {
             if !f.final_check().unwrap_or(true) {
                 woken.clear();
                 events.wait_into(Some(Duration::from_millis(5)), &mut woken);

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use xennet::platform::shm::Region;
-use xennet::ring::grant::{GnttabCopy, GrantEntryV1};
-use xennet::ring::netif::*;
-use xennet::ring::{ring_entries, BackRing, FrontRing, RingIdx, SharedRing, PAGE_SIZE};
+use xennet_platform::shm::Region;
+use xennet_ring::grant::{GnttabCopy, GrantEntryV1};
+use xennet_ring::netif::*;
+use xennet_ring::{ring_entries, BackRing, FrontRing, RingIdx, SharedRing, PAGE_SIZE};
 
 struct Peer {
     exe: PathBuf,
@@ -102,7 +102,7 @@ fn sizes_offsets_and_constants_match_xen_headers() {
         ("sring.req_event", 4),
         ("sring.rsp_prod", 8),
         ("sring.rsp_event", 12),
-        ("sring.ring", xennet::ring::HEADER_SIZE as i64),
+        ("sring.ring", xennet_ring::HEADER_SIZE as i64),
         ("rsp_okay", i64::from(NETIF_RSP_OKAY)),
         ("rsp_error", i64::from(NETIF_RSP_ERROR)),
         ("rsp_dropped", i64::from(NETIF_RSP_DROPPED)),
@@ -130,7 +130,7 @@ fn sizes_offsets_and_constants_match_xen_headers() {
 
 fn req(i: u16) -> TxRequest {
     TxRequest {
-        gref: xennet::ring::GrantRef(1000 + u32::from(i)),
+        gref: xennet_ring::GrantRef(1000 + u32::from(i)),
         offset: 0,
         flags: 0,
         id: i,

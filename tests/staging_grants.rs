@@ -5,17 +5,17 @@
 
 use std::time::{Duration, Instant};
 
-use xennet::harness::{
+use xennet_dom0::testing::{
     connect_pair, domains, echo_once, enable_ctrl, round_trip_matrix, rx_all, tx_all, Back, Front,
     Side,
 };
-use xennet::netback::vif::{CtrlRing, VifError, STATIC_GRANTS_PER_QUEUE};
-use xennet::netfront::{Features, FrontError, LinkState, HASH_KEY, HASH_MAPPING_SIZE};
-use xennet::ring::netif::{
+use xennet_netback::vif::{CtrlRing, VifError, STATIC_GRANTS_PER_QUEUE};
+use xennet_netfront::{Features, FrontError, LinkState, HASH_KEY, HASH_MAPPING_SIZE};
+use xennet_ring::netif::{
     ctrl_status, ctrl_type, hash_input, hash_type, toeplitz_hash, CtrlGref, CtrlRequest,
     CtrlResponse,
 };
-use xennet::ring::{
+use xennet_ring::{
     BackRing, DomId, FrameAlloc, FrontRing, GrantAccess, GrantMap, GrantRef, LocalMemory,
     MappedPage, RingError, PAGE_SIZE,
 };
@@ -238,7 +238,7 @@ fn a_control_response_to_no_outstanding_request_breaks_only_the_frontend() {
 struct RawFrontend {
     ring: FrontRing<CtrlRequest, CtrlResponse>,
     ring_page: std::ptr::NonNull<u8>,
-    data: xennet::ring::Frame,
+    data: xennet_ring::Frame,
     data_ref: GrantRef,
     next_id: u16,
 }

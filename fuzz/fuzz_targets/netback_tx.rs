@@ -8,10 +8,10 @@
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use xennet::harness::Side;
-use xennet::netback::vif::{NetbackQueue, QueueSetup};
-use xennet::ring::netif::{TxRequest, TxResponse};
-use xennet::ring::{DomId, FrameAlloc, FrontRing, GrantAccess, LocalMemory, PAGE_SIZE};
+use xennet_dom0::testing::Side;
+use xennet_netback::vif::{NetbackQueue, QueueSetup};
+use xennet_ring::netif::{TxRequest, TxResponse};
+use xennet_ring::{DomId, FrameAlloc, FrontRing, GrantAccess, LocalMemory, PAGE_SIZE};
 
 fuzz_target!(|data: &[u8]| {
     let (Ok(dom0), Ok(domu)) = (
@@ -69,7 +69,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for chunk in rest.chunks_exact(12) {
         let mut r = TxRequest::default();
-        r.gref = xennet::ring::GrantRef(
+        r.gref = xennet_ring::GrantRef(
             u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) % 16,
         );
         r.offset = u16::from_le_bytes([chunk[4], chunk[5]]);

@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xennet::harness::{connect_pair, Side};
-use xennet::netfront::Features;
-use xennet::ring::netif::{RxRequest, RxResponse, TxRequest, TxResponse};
-use xennet::ring::{BackRing, DomId, GrantMap, MappedPage, PAGE_SIZE};
+use xennet_dom0::testing::{connect_pair, Side};
+use xennet_netfront::Features;
+use xennet_ring::netif::{RxRequest, RxResponse, TxRequest, TxResponse};
+use xennet_ring::{BackRing, DomId, GrantMap, MappedPage, PAGE_SIZE};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else { return };

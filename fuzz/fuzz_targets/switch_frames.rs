@@ -5,10 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xennet::netback::config::UplinkSpec;
-use xennet::netback::switch::{Mode, PortConfig, PortId, PortKind};
-use xennet::netback::wire::MacAddr;
-use xennet::toolstack::up::{driver_domain, guest_addr, guest_mac};
+use xennet_switch::config::UplinkSpec;
+use xennet_switch::{Mode, PortConfig, PortId, PortKind};
+use xennet_switch::wire::MacAddr;
+use xennet_dom0::up::{driver_domain, guest_addr, guest_mac};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, mut rest)) = data.split_first() else {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xennet::netback::config::{parse_mac, parse_rate, parse_vif_spec};
+use xennet_switch::config::{parse_mac, parse_rate, parse_vif_spec};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xennet::platform::xenstore::{apply, journal, wire, Caller, Limits, Perms, Tree};
+use xennet_xenstore::{apply, journal, wire, Caller, Limits, Perms, Tree};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= wire::HEADER_LEN {

@@ -1,13 +1,11 @@
 //! # xennet-netback
 //!
-//! The backend of Xen's paravirtual network split driver and the driver domain around
-//! it: per-vif queues, the bridge/route/NAT switch, uplinks and packet captures.
+//! The backend half of Xen's paravirtual network split driver, as Linux's
+//! xen-netback splits it: per-vif queues with their tx and rx paths ([`vif`]), the
+//! control ring, credit-based rate limiting, and the per-device XenStore handshake
+//! ([`xenbus`]). What a vif's frames meet next (a bridge, a router, a TAP device) is
+//! the driver domain's business (`xennet-switch`, `xennet-dom0`).
 #![warn(missing_docs)]
 
-pub mod capture;
-pub mod config;
-pub mod switch;
-pub mod uplink;
 pub mod vif;
-pub mod wire;
 pub mod xenbus;

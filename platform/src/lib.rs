@@ -9,4 +9,3 @@
 pub mod shm;
 #[cfg(all(feature = "xen", target_arch = "x86_64"))]
 pub mod xen;
-pub mod xenstore;

@@ -25,16 +25,16 @@ use std::time::{Duration, Instant};
 use xennet_netback::xenbus as be;
 use xennet_netfront::xenbus as fe;
 use xennet_platform::shm::{Domain, EventChannels, PeerDomain, RuntimeDir};
-use xennet_platform::xenstore::{dom0_socket, domain_socket, XenbusState, Xenstored, XsClient};
+use xennet_xenstore::{dom0_socket, domain_socket, XenbusState, Xenstored, XsClient};
 use xennet_ring::DomId;
 
 use super::peers::{check_frame, fill_frame};
 use super::{sys, Case, Sample, WorkerReport};
-use crate::dataplane::Dataplane;
-use crate::harness::{Back, Front, Side};
-use crate::toolstack::nodes::VifNodes;
-use crate::toolstack::up::{guest_mac, xenstore_dir, DD_MAC};
-use xennet_netback::wire::{MacAddr, MacFmt};
+use xennet_dom0::dataplane::Dataplane;
+use xennet_dom0::side::{Back, Front, Side};
+use xennet_dom0::nodes::VifNodes;
+use xennet_dom0::up::{guest_mac, xenstore_dir, DD_MAC};
+use xennet_switch::wire::{MacAddr, MacFmt};
 
 /// The sending guest (and the only guest of `tx` and `rx`).
 const GUEST_A: u16 = 1;
@@ -721,7 +721,7 @@ fn echo(side: &Side, mut vif: Back) -> io::Result<()> {
     let mut woken = Vec::new();
     let mut idle_since = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let n = crate::harness::echo_once(&mut vif, &mut scratch)
+        let n = xennet_dom0::side::echo_once(&mut vif, &mut scratch)
             .map_err(|e| err("echo")(e.to_string()))?;
         if n > 0 {
             idle_since = Instant::now();

@@ -1,0 +1,339 @@
+//! The driver domain's data plane: netback vifs feeding the switch (bridge, route or
+//! NAT) and the switch's deliveries fed back into the vifs' receive queues.
+//!
+//! One loop, event-driven: it works while any vif or endpoint has work, then arms every
+//! ring's event index and sleeps on the domain's event channels until a frontend kicks
+//! or the switch's next timer is due.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+
+use smoltcp::time::Instant;
+use xennet_switch::config::UplinkSpec;
+use xennet_switch::domain::DriverDomain;
+use xennet_switch::{Mode, Output, PortConfig, PortId, PortKind};
+use xennet_netback::vif::VifCounters;
+use xennet_switch::wire::MacAddr;
+use xennet_platform::shm::EventChannels;
+use xennet_ring::Port;
+
+use crate::side::{Back, Side};
+use crate::up::driver_domain;
+
+/// Frames taken from one vif per pass before others get a turn.
+const TX_BUDGET: usize = 256;
+/// Consecutive kicks from a guest that found no work before its channel is throttled
+/// (XSA-332: a guest must not make the driver domain spin on empty events).
+pub const SPURIOUS_LIMIT: u32 = 32;
+/// How long a throttled guest's channels stay masked; its rings are still served on
+/// every pass the loop makes for other reasons, and when the mask lifts.
+pub const THROTTLE: Duration = Duration::from_millis(10);
+/// Longest sleep when nothing is timed.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// A vif attached to a switch port.
+pub struct VifPort {
+    /// The switch port (`vif<domid>.<devid>`).
+    pub port: PortId,
+    /// The backend device.
+    pub vif: Back,
+    /// Its event-channel ports (backend side).
+    pub events: Vec<Port>,
+    /// It kicked us since the last pass.
+    woken: bool,
+    /// Kicks in a row that found no work.
+    spurious: u32,
+    /// Its channels are masked until then (throttled).
+    masked_until: Option<StdInstant>,
+    /// Its counters when the current pass began (taken only when it kicked us).
+    pass_start: VifCounters,
+}
+
+/// netback + switch.
+pub struct Dataplane {
+    /// The driver domain's platform.
+    pub side: Side,
+    /// The switch with its endpoints and captures.
+    pub dd: DriverDomain,
+    /// Connected vifs.
+    pub vifs: Vec<VifPort>,
+    /// Counters of vifs that were removed.
+    pub departed: Vec<(String, VifCounters)>,
+    epoch: StdInstant,
+    /// The switch's deliveries of one pass (kept, so a pass allocates nothing).
+    deliveries: Vec<(PortId, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    woken: Vec<Port>,
+}
+
+impl VifPort {
+    /// After a pass: a kick that found nothing to do (no frame or error either way, no
+    /// control request, no rate-limit wait) is spurious; [`SPURIOUS_LIMIT`] of them in a row
+    /// mask its channels for [`THROTTLE`] (counted), as Linux's late-EOI handling
+    /// throttles an event storm (XSA-332).
+    fn note_pass(&mut self, events: &EventChannels, now: StdInstant) {
+        if !std::mem::take(&mut self.woken) {
+            return;
+        }
+        let work = |c: &VifCounters| {
+            c.tx_packets
+                + c.tx_errors
+                + c.rx_packets
+                + c.rx_errors
+                + c.ctrl_requests
+                + c.tx_credit_waits
+        };
+        let worked = work(&self.vif.counters()) != work(&self.pass_start);
+        if worked {
+            self.spurious = 0;
+            return;
+        }
+        self.spurious += 1;
+        self.vif.note_spurious();
+        if self.spurious >= SPURIOUS_LIMIT && self.masked_until.is_none() {
+            self.masked_until = Some(now + THROTTLE);
+            self.vif.note_throttled();
+            for p in &self.events {
+                events.mask(*p);
+            }
+            tracing::warn!(vif = %self.vif.name(), "event storm: channel throttled");
+        }
+    }
+}
+
+/// Deliveries to vif ports, kept for the vifs' receive queues.
+struct ToVifs<'a> {
+    out: &'a mut Vec<(PortId, Vec<u8>)>,
+    spare: &'a mut Vec<Vec<u8>>,
+}
+
+impl Output for ToVifs<'_> {
+    fn deliver(&mut self, egress: PortId, frame: &[u8]) {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(frame);
+        self.out.push((egress, buf));
+    }
+}
+
+impl Dataplane {
+    /// A data plane over a switch; vifs are added as guests connect.
+    pub fn new(side: Side, dd: DriverDomain) -> Dataplane {
+        Dataplane {
+            side,
+            dd,
+            vifs: Vec::new(),
+            departed: Vec::new(),
+            epoch: StdInstant::now(),
+            deliveries: Vec::new(),
+            spare: Vec::new(),
+            woken: Vec::new(),
+        }
+    }
+
+    /// A bridge-mode data plane (learning bridge `xenbr0`, a simulated uplink host)
+    /// with each of `vifs` — (guest domain, guest MAC, connected vif, its backend
+    /// ports) — on its own switch port `vif<domid>.0`, as `xennet up` attaches guests.
+    pub fn bridged(side: Side, vifs: Vec<(u16, [u8; 6], Back, Vec<Port>)>) -> Result<Self, String> {
+        let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim)?;
+        let mut plane = Dataplane::new(side, dd);
+        for (domid, mac, vif, ports) in vifs {
+            let cfg = PortConfig {
+                peer_mac: Some(MacAddr(mac)),
+                ..PortConfig::default()
+            };
+            let port = plane
+                .dd
+                .fabric_mut()
+                .add_port(
+                    format!("vif{domid}.0"),
+                    PortKind::Vif { domid, devid: 0 },
+                    cfg,
+                )
+                .map_err(|e| e.to_string())?;
+            plane.add_vif(port, vif, ports);
+        }
+        Ok(plane)
+    }
+
+    /// The switch clock (what ageing timers count against).
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+    }
+
+    /// Attach a connected vif to its switch port.
+    pub fn add_vif(&mut self, port: PortId, vif: Back, events: Vec<Port>) {
+        tracing::info!(vif = %vif.name(), "vif connected");
+        self.vifs.push(VifPort {
+            port,
+            vif,
+            events,
+            woken: false,
+            spurious: 0,
+            masked_until: None,
+            pass_start: VifCounters::default(),
+        });
+    }
+
+    /// Detach and close a vif (its port stays in the switch until removed).
+    pub fn remove_vif(&mut self, port: PortId) -> Option<VifCounters> {
+        let i = self.vifs.iter().position(|v| v.port == port)?;
+        let v = self.vifs.remove(i);
+        for p in &v.events {
+            self.side.events.close(*p);
+        }
+        let name = v.vif.name();
+        let counters = v.vif.close();
+        tracing::info!(vif = %name, "vif disconnected");
+        self.departed.push((name, counters));
+        Some(counters)
+    }
+
+    /// One pass: guest transmit into the switch, endpoints and timers, switch output
+    /// into the guests' receive rings. Returns whether anything moved.
+    pub fn run_once(&mut self) -> bool {
+        let now = self.now();
+        let snow = StdInstant::now();
+        let mut moved = false;
+        let mut broken = Vec::new();
+        // Guest frames go straight from netback's assembly buffer into the switch;
+        // what the switch delivers to vifs is collected (one copy) for their queues.
+        let mut out = std::mem::take(&mut self.deliveries);
+        for v in &mut self.vifs {
+            let port = v.port;
+            let dd = &mut self.dd;
+            let spare = &mut self.spare;
+            if v.woken {
+                v.pass_start = v.vif.counters();
+            }
+            let r = v.vif.process_tx(TX_BUDGET, snow, &mut |f| {
+                moved = true;
+                dd.input(
+                    now,
+                    port,
+                    f,
+                    &mut ToVifs {
+                        out: &mut out,
+                        spare,
+                    },
+                );
+            });
+            if r.is_err() {
+                broken.push(port);
+            }
+        }
+        self.dd.poll(
+            now,
+            &mut ToVifs {
+                out: &mut out,
+                spare: &mut self.spare,
+            },
+        );
+        for (egress, f) in out.drain(..) {
+            moved = true;
+            let spare = match self.vifs.iter_mut().find(|v| v.port == egress) {
+                // The buffer moves into the vif's queue; a spare comes back.
+                Some(v) => v.vif.enqueue_rx_owned(f, snow).1,
+                None => f,
+            };
+            if self.spare.len() < 256 {
+                self.spare.push(spare);
+            }
+        }
+        self.deliveries = out;
+        for v in &mut self.vifs {
+            match v.vif.process_rx(snow) {
+                Ok(n) => moved |= n > 0,
+                Err(_) => broken.push(v.port),
+            }
+            v.note_pass(&self.side.events, snow);
+        }
+        for port in broken {
+            self.remove_vif(port);
+        }
+        moved
+    }
+
+    /// Sleep until a frontend kicks, the switch has timed work, or `limit` passes;
+    /// first arming every ring (a final check that finds work returns at once).
+    /// Throttled vifs whose time is up are unmasked first (their pending kicks then
+    /// wake us at once).
+    pub fn wait(&mut self, limit: Duration) {
+        let snow = StdInstant::now();
+        for v in &mut self.vifs {
+            if v.masked_until.is_some_and(|t| t <= snow) {
+                v.masked_until = None;
+                v.spurious = 0;
+                for p in &v.events {
+                    self.side.events.unmask(*p);
+                }
+            }
+        }
+        let mut work = false;
+        for v in &mut self.vifs {
+            work |= v.vif.final_check().unwrap_or(true);
+        }
+        if work {
+            return;
+        }
+        let now = self.now();
+        let mut sleep = limit.min(MAX_SLEEP);
+        if let Some(at) = self.dd.poll_at(now) {
+            let d = at - now;
+            sleep = sleep.min(Duration::from_micros(d.total_micros()));
+        }
+        for v in &self.vifs {
+            for at in v.vif.poll_at().into_iter().chain(v.masked_until) {
+                sleep = sleep.min(at.saturating_duration_since(StdInstant::now()));
+            }
+        }
+        self.woken.clear();
+        self.side.events.wait_into(Some(sleep), &mut self.woken);
+        for p in &self.woken {
+            for v in &mut self.vifs {
+                if let Some(i) = v.events.iter().position(|e| e == p) {
+                    v.woken = true;
+                    if let Some(q) = v.vif.queues_mut().get_mut(i) {
+                        q.note_notification();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every connected vif's counters as a table (`xennet stats`, the demo).
+    pub fn counters_table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
+            "vif", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "kicks in", "kicks out"
+        );
+        for v in &self.vifs {
+            let c = v.vif.counters();
+            let _ = writeln!(
+                t,
+                "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
+                v.vif.name(),
+                c.tx_packets,
+                c.tx_bytes,
+                c.rx_packets,
+                c.rx_bytes,
+                c.tx_errors + c.rx_dropped(),
+                c.notify_received,
+                c.notify_sent
+            );
+        }
+        t
+    }
+
+    /// Run until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if !self.run_once() {
+                self.wait(MAX_SLEEP);
+            }
+        }
+    }
+}

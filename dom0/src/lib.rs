@@ -1,0 +1,21 @@
+//! # xennet-dom0
+//!
+//! The driver domain as a library: what `xennet up` runs. It builds a driver domain
+//! from a topology ([`up::build`]), keeps domain 0's XenStore and reconciles every
+//! backend device from it ([`up`], with netback's per-device state machine), and moves
+//! frames between netback's vifs and the switch on the data plane ([`dataplane`]).
+//! [`stack`] is the smoltcp host the guests run; [`side`] wires domains and drivers
+//! for threads in one process. Test fixtures live behind the `test-utils` feature
+//! ([`testing`]), so tests, benches and fuzz targets depend on libraries, not the CLI.
+#![warn(missing_docs)]
+
+pub mod control;
+pub mod dataplane;
+pub mod nodes;
+pub mod process;
+pub mod side;
+pub mod stack;
+#[cfg(feature = "test-utils")]
+pub mod testing;
+pub mod up;
+pub mod xenstored;

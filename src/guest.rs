@@ -1,0 +1,444 @@
+//! `xennet guest`: a guest domain as a process. It asks the driver domain to
+//! create its vif (what `xl create` does), makes its own memory, runs the
+//! netfront side of the XenStore handshake on its own XenStore socket, and puts
+//! a smoltcp stack behind the netfront that answers ping and serves TCP echo
+//! (port 7) and a small HTTP page (port 80). It can run a script (pings, a TCP
+//! echo exchange) and exit, or serve until stopped. When the driver domain
+//! goes away it keeps its memory, waits for a driver domain to come back, and
+//! reconnects.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use xennet_netfront::phy::NetfrontDevice;
+use xennet_netfront::xenbus::{self as fe, FrontLink, FrontOptions, Health, ShmFront};
+use xennet_platform::shm::{Domain, EventChannels, RuntimeDir};
+use xennet_xenstore::{domain_socket, XsClient};
+use xennet_ring::DomId;
+
+use xennet_dom0::control;
+use xennet_dom0::up::xenstore_dir;
+use xennet_dom0::stack::{GuestStack, PingReport};
+use xennet_switch::uplink::tap::TapDevice;
+use xennet_switch::uplink::Endpoint;
+
+/// What a guest does.
+#[derive(Clone, Debug)]
+pub struct GuestOptions {
+    /// The instance directory (shared with `xennet up`).
+    pub dir: PathBuf,
+    /// This guest's domain id (1..).
+    pub domid: u16,
+    /// xl vif spec (`mac=...,ip=...`); may be empty.
+    pub vif: String,
+    /// Queues to ask for.
+    pub queues: usize,
+    /// Override of the address the driver domain suggests.
+    pub ip: Option<Ipv4Cidr>,
+    /// Override of the gateway.
+    pub gateway: Option<Ipv4Address>,
+    /// Targets to ping, in order.
+    pub pings: Vec<Ipv4Address>,
+    /// Echo requests per ping target.
+    pub count: u16,
+    /// A TCP echo exchange with `addr:port`.
+    pub tcp_echo: Option<(Ipv4Address, u16)>,
+    /// Pings are expected to get no reply (route mode without proxy ARP).
+    pub expect_loss: bool,
+    /// After the script, serve (answer pings and TCP) until stopped.
+    pub serve: bool,
+    /// How long to wait for a driver domain (at start and after it went away).
+    pub wait: Duration,
+    /// `tap:NAME`: a Linux TAP device behind the netfront instead of smoltcp, so
+    /// the kernel's own TCP/IP stack is the guest (configure the TAP from outside).
+    pub tap: Option<String>,
+}
+
+impl GuestOptions {
+    /// A guest that only serves.
+    pub fn new(dir: impl Into<PathBuf>, domid: u16) -> Self {
+        GuestOptions {
+            dir: dir.into(),
+            domid,
+            vif: String::new(),
+            queues: 1,
+            ip: None,
+            gateway: None,
+            pings: Vec::new(),
+            count: 4,
+            tcp_echo: None,
+            expect_loss: false,
+            serve: true,
+            wait: Duration::from_secs(30),
+            tap: None,
+        }
+    }
+}
+
+/// Why the guest stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// Talking to the driver domain failed.
+    #[error("driver domain: {0}")]
+    Control(#[from] control::ControlError),
+    /// Setting up memory or channels failed.
+    #[error("domain memory: {0}")]
+    Shm(#[from] xennet_platform::shm::ShmError),
+    /// The XenStore handshake failed.
+    #[error("handshake: {0}")]
+    Xenbus(#[from] fe::XenbusError),
+    /// XenStore.
+    #[error("xenstore: {0}")]
+    Xs(#[from] xennet_xenstore::XsError),
+    /// The driver domain's reply made no sense.
+    #[error("driver domain reply: {0}")]
+    Reply(String),
+}
+
+/// What the script saw.
+#[derive(Debug, Default)]
+pub struct GuestReport {
+    /// Printable transcript.
+    pub text: String,
+    /// Per ping target.
+    pub pings: Vec<PingReport>,
+    /// Whether the TCP echo came back intact (None: not asked).
+    pub tcp_echo_ok: Option<bool>,
+    /// Times the guest reconnected to a restarted driver domain.
+    pub reconnects: u32,
+    /// Grants the backend still held at close (0 expected).
+    pub leaked_grants: usize,
+}
+
+impl GuestReport {
+    /// Whether everything the script claimed worked.
+    pub fn ok(&self, expect_loss: bool) -> bool {
+        let pings_ok = self.pings.iter().all(|p| {
+            if expect_loss {
+                p.received == 0
+            } else {
+                p.received > 0
+            }
+        });
+        pings_ok && self.tcp_echo_ok != Some(false) && self.leaked_grants == 0
+    }
+}
+
+struct Assigned {
+    ip: Ipv4Cidr,
+    gateway: Option<Ipv4Address>,
+}
+
+fn parse_reply(reply: &str) -> Result<Assigned, GuestError> {
+    let mut ip = None;
+    let mut gateway = None;
+    for w in reply.split_whitespace() {
+        if let Some(v) = w.strip_prefix("ip=") {
+            let first = v.split(',').next().unwrap_or("");
+            ip = Some(
+                first
+                    .parse::<Ipv4Cidr>()
+                    .map_err(|_| GuestError::Reply(reply.trim().into()))?,
+            );
+        } else if let Some(v) = w.strip_prefix("gw=") {
+            gateway = Some(
+                v.parse::<Ipv4Address>()
+                    .map_err(|_| GuestError::Reply(reply.trim().into()))?,
+            );
+        }
+    }
+    Ok(Assigned {
+        ip: ip.ok_or_else(|| GuestError::Reply(reply.trim().into()))?,
+        gateway,
+    })
+}
+
+type Stack = GuestStack<NetfrontDevice<Domain, xennet_platform::shm::EventPort>>;
+
+enum Guest {
+    Smoltcp(Box<Stack>),
+    Tap(ShmFront),
+}
+
+struct Connection {
+    guest: Guest,
+    link: FrontLink,
+}
+
+/// Asks for the vif, then connects. Waits up to `opts.wait` for a driver domain.
+fn attach(
+    opts: &GuestOptions,
+    stop: &AtomicBool,
+    domain: &Domain,
+    events: &Arc<EventChannels>,
+    log: &mut String,
+) -> Result<Connection, GuestError> {
+    let deadline = Instant::now() + opts.wait;
+    let mut words = vec!["create".to_string(), opts.domid.to_string()];
+    if !opts.vif.is_empty() {
+        words.push(opts.vif.clone());
+    }
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let reply = loop {
+        match control::request(&opts.dir, &refs) {
+            Ok(r) => break r,
+            Err(control::ControlError::NotRunning(..))
+                if Instant::now() < deadline && !stop.load(Ordering::Relaxed) =>
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let _ = write!(log, "{reply}");
+    // From here on the driver domain holds a domain for us: undo it on failure, so
+    // that a retry (or another guest with this id) can create it again.
+    let connected = (|| {
+        let assigned = parse_reply(&reply)?;
+        let xs = XsClient::connect(domain_socket(&xenstore_dir(&opts.dir), opts.domid))?;
+        let fopts = FrontOptions {
+            queues: opts.queues,
+            ..FrontOptions::default()
+        };
+        let (front, link) = fe::connect(&xs, domain, events, &fopts)?;
+        Ok::<_, GuestError>((assigned, front, link))
+    })();
+    let (assigned, front, link) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = control::request(&opts.dir, &["destroy", &opts.domid.to_string()]);
+            return Err(e);
+        }
+    };
+    let mac = front.mac();
+    let ip = opts.ip.unwrap_or(assigned.ip);
+    let gateway = opts.gateway.or(assigned.gateway);
+    let _ = writeln!(
+        log,
+        "guest {}: netfront connected, {} {}",
+        opts.domid,
+        ip,
+        gateway.map(|g| format!("via {g}")).unwrap_or_default()
+    );
+    if opts.tap.is_some() {
+        return Ok(Connection {
+            guest: Guest::Tap(front),
+            link,
+        });
+    }
+    let banner = format!("hello from guest domain {} over xennet", opts.domid);
+    let stack = GuestStack::new(NetfrontDevice::new(front), mac, ip, gateway, &banner);
+    Ok(Connection {
+        guest: Guest::Smoltcp(Box::new(stack)),
+        link,
+    })
+}
+
+impl Guest {
+    fn into_front(self) -> ShmFront {
+        match self {
+            Guest::Smoltcp(stack) => {
+                let GuestStack { device, .. } = *stack;
+                device.into_inner()
+            }
+            Guest::Tap(front) => front,
+        }
+    }
+}
+
+/// Moves frames between the TAP device and the netfront for up to `limit`.
+/// Frames the ring cannot take right now are counted, as a NIC would drop them.
+fn pump_tap(
+    front: &mut ShmFront,
+    tap: &mut TapDevice,
+    events: &EventChannels,
+    limit: Duration,
+    dropped: &mut u64,
+) {
+    let until = Instant::now() + limit;
+    let now = smoltcp::time::Instant::ZERO;
+    while Instant::now() < until {
+        let mut moved = false;
+        tap.poll(now, &mut |f| {
+            moved = true;
+            if front.send(f).is_err() {
+                *dropped += 1;
+            }
+        });
+        moved |= front.poll_tx().unwrap_or(0) > 0;
+        moved |= front.receive(64, |f, _| tap.receive(now, f)).unwrap_or(0) > 0;
+        if !moved && !front.final_check().unwrap_or(false) {
+            // The TAP has no event channel: look at it every millisecond.
+            events.wait(Some(Duration::from_millis(1)));
+        }
+    }
+}
+
+/// Runs the guest until its script is done (and, with `serve`, until `stop`).
+pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestError> {
+    let rt = RuntimeDir::new(&opts.dir)?;
+    let domain = Domain::create(&rt, DomId(opts.domid), 4096, 4096)?;
+    let events = EventChannels::new(&domain, Some(rt.clone()));
+    let mut rep = GuestReport::default();
+    let mut tap = match &opts.tap {
+        Some(name) => Some(
+            TapDevice::open(name)
+                .map_err(|e| GuestError::Reply(format!("--stack tap:{name}: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut conn = attach(opts, stop, &domain, &events, &mut rep.text)?;
+    let mut tap_dropped = 0u64;
+    let ev = events.clone();
+    let mut wait = move |d: Duration| {
+        ev.wait(Some(d));
+    };
+    let interval = Duration::from_millis(100);
+    let pings = if matches!(conn.guest, Guest::Smoltcp(_)) {
+        &opts.pings[..]
+    } else {
+        &[]
+    };
+    for (i, target) in pings.iter().enumerate() {
+        let Guest::Smoltcp(stack) = &mut conn.guest else {
+            break;
+        };
+        if i > 0 {
+            // smoltcp sends at most one ARP request per second for the whole
+            // interface; without this pause the next target's first echoes would
+            // wait for that window and their round trips would show it.
+            stack.serve_for(Duration::from_secs(1), &mut wait);
+        }
+        let _ = writeln!(rep.text, "\nguest {} pings {target}:", opts.domid);
+        let p = stack.ping(
+            *target,
+            opts.count,
+            interval,
+            Duration::from_secs(1),
+            &mut wait,
+        );
+        let _ = writeln!(rep.text, "{p}");
+        rep.pings.push(p);
+    }
+    if let (Some((addr, port)), Guest::Smoltcp(stack)) = (opts.tcp_echo, &mut conn.guest) {
+        let payload = b"xennet: frames through netfront, the shared rings and netback";
+        let _ = writeln!(
+            rep.text,
+            "\nguest {} opens a TCP connection to {addr}:{port} (echo):",
+            opts.domid
+        );
+        let ok = match stack.tcp_exchange(
+            addr,
+            port,
+            payload,
+            false,
+            Duration::from_secs(3),
+            &mut wait,
+        ) {
+            Ok(back) if back == payload => {
+                let _ = writeln!(rep.text, "echoed {} bytes intact", back.len());
+                true
+            }
+            Ok(back) => {
+                let _ = writeln!(
+                    rep.text,
+                    "echo returned {} of {} bytes",
+                    back.len(),
+                    payload.len()
+                );
+                false
+            }
+            Err(e) => {
+                let _ = writeln!(rep.text, "echo failed: {e}");
+                false
+            }
+        };
+        rep.tcp_echo_ok = Some(ok);
+    }
+    if opts.serve {
+        print!("{}", std::mem::take(&mut rep.text));
+        while !stop.load(Ordering::Relaxed) {
+            match (&mut conn.guest, tap.as_mut()) {
+                (Guest::Smoltcp(stack), _) => {
+                    stack.serve_for(Duration::from_millis(100), &mut wait)
+                }
+                (Guest::Tap(front), Some(tap)) => pump_tap(
+                    front,
+                    tap,
+                    &events,
+                    Duration::from_millis(100),
+                    &mut tap_dropped,
+                ),
+                (Guest::Tap(_), None) => {
+                    return Err(GuestError::Reply("tap stack without a TAP".into()))
+                }
+            }
+            let why = match conn.link.check() {
+                Health::Up => continue,
+                Health::Gone(why) => why,
+            };
+            eprintln!(
+                "guest {}: backend gone ({why}); waiting for a driver domain",
+                opts.domid
+            );
+            let Connection { guest, link } = conn;
+            let dd_dead = link.xs().get_domain_path(0).is_err();
+            let front = guest.into_front();
+            let leaked = if dd_dead {
+                link.abandon(front)
+            } else {
+                link.close(front)
+            };
+            if leaked > 0 {
+                eprintln!(
+                    "guest {}: {leaked} grants still held by the old backend",
+                    opts.domid
+                );
+            }
+            if dd_dead {
+                // Let the dead driver domain's files be noticed as stale.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let mut log = String::new();
+            conn = loop {
+                match attach(opts, stop, &domain, &events, &mut log) {
+                    Ok(c) => break c,
+                    Err(e) if !stop.load(Ordering::Relaxed) => {
+                        eprintln!("guest {}: reconnect failed: {e}; retrying", opts.domid);
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            rep.reconnects += 1;
+            print!("{log}");
+            println!(
+                "guest {}: reconnected ({} so far)",
+                opts.domid, rep.reconnects
+            );
+        }
+    }
+    let Connection { guest, link } = conn;
+    rep.leaked_grants = link.close(guest.into_front());
+    if tap_dropped > 0 {
+        let _ = writeln!(
+            rep.text,
+            "guest {}: {tap_dropped} TAP frames dropped (ring full)",
+            opts.domid
+        );
+    }
+    if rep.leaked_grants > 0 {
+        let _ = writeln!(
+            rep.text,
+            "guest {}: {} grants still held at close",
+            opts.domid, rep.leaked_grants
+        );
+    }
+    let _ = control::request(&opts.dir, &["destroy", &opts.domid.to_string()]);
+    drop(domain);
+    Ok(rep)
+}
