@@ -11,17 +11,17 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use xennet_switch::capture::PcapSink;
-use xennet_switch::config::UplinkSpec;
-use xennet_switch::{brctl, Mode, PortConfig, PortKind};
-use xennet_switch::wire::MacAddr;
 use xennet_netfront::phy::NetfrontDevice;
 use xennet_netfront::Features;
 use xennet_ring::DomId;
+use xennet_switch::capture::PcapSink;
+use xennet_switch::config::UplinkSpec;
+use xennet_switch::wire::MacAddr;
+use xennet_switch::{brctl, Mode, PortConfig, PortKind};
 
 use xennet_dom0::dataplane::Dataplane;
-use xennet_dom0::stack::GuestStack;
 use xennet_dom0::side::{connect_pair, Side};
+use xennet_dom0::stack::GuestStack;
 
 /// What the demo runs.
 #[derive(Clone, Debug)]

@@ -17,12 +17,12 @@ use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use xennet_netfront::phy::NetfrontDevice;
 use xennet_netfront::xenbus::{self as fe, FrontLink, FrontOptions, Health, ShmFront};
 use xennet_platform::shm::{Domain, EventChannels, RuntimeDir};
-use xennet_xenstore::{domain_socket, XsClient};
 use xennet_ring::DomId;
+use xennet_xenstore::{domain_socket, XsClient};
 
 use xennet_dom0::control;
-use xennet_dom0::up::xenstore_dir;
 use xennet_dom0::stack::{GuestStack, PingReport};
+use xennet_dom0::up::xenstore_dir;
 use xennet_switch::uplink::tap::TapDevice;
 use xennet_switch::uplink::Endpoint;
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use xennet_dom0::control;
 use crate::procs::Instance;
+use xennet_dom0::control;
 
 /// Soak settings.
 #[derive(Clone, Debug)]

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use xennet_xenstore::{domain_socket, XsClient};
 use xennet_dom0::{control, up};
+use xennet_xenstore::{domain_socket, XsClient};
 
 const EXE: &str = env!("CARGO_BIN_EXE_xennet");
 
@@ -616,13 +616,14 @@ fn frames_of_every_size_round_trip_across_processes_with_and_without_sg() {
         let (mut front, _link, events) = bx::connect_guest(inst.dir(), 1, &opts).unwrap();
         assert_eq!(front.num_queues(), queues);
         let mut woken = Vec::new();
-        let r = xennet_dom0::testing::round_trip_matrix(&mut front, 8, Duration::from_secs(60), |f| {
-            if !f.final_check().unwrap_or(true) {
-                woken.clear();
-                events.wait_into(Some(Duration::from_millis(5)), &mut woken);
-            }
-        })
-        .unwrap_or_else(|e| panic!("sg={sg} queues={queues}: {e}"));
+        let r =
+            xennet_dom0::testing::round_trip_matrix(&mut front, 8, Duration::from_secs(60), |f| {
+                if !f.final_check().unwrap_or(true) {
+                    woken.clear();
+                    events.wait_into(Some(Duration::from_millis(5)), &mut woken);
+                }
+            })
+            .unwrap_or_else(|e| panic!("sg={sg} queues={queues}: {e}"));
         let (echoed, refused) = if sg { (32, 0) } else { (16, 16) };
         assert_eq!(
             (r.echoed, r.refused),

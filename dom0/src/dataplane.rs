@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use smoltcp::time::Instant;
-use xennet_switch::config::UplinkSpec;
-use xennet_switch::domain::DriverDomain;
-use xennet_switch::{Mode, Output, PortConfig, PortId, PortKind};
 use xennet_netback::vif::VifCounters;
-use xennet_switch::wire::MacAddr;
 use xennet_platform::shm::EventChannels;
 use xennet_ring::Port;
+use xennet_switch::config::UplinkSpec;
+use xennet_switch::domain::DriverDomain;
+use xennet_switch::wire::MacAddr;
+use xennet_switch::{Mode, Output, PortConfig, PortId, PortKind};
 
 use crate::side::{Back, Side};
 use crate::up::driver_domain;

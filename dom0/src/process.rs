@@ -22,4 +22,3 @@ pub fn wait_exit(child: &mut Child, within: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
-

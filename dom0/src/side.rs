@@ -162,4 +162,3 @@ pub fn echo_once(back: &mut Back, scratch: &mut Vec<Vec<u8>>) -> Result<usize, V
     }
     Ok(n + back.process_rx(now)?)
 }
-

@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps, ShmError};
-use xennet_xenstore::xenbus::{
-    read_flag, read_num, read_opt_num, read_state, write_state,
-};
-use xennet_xenstore::{NodeError, XenbusState, XsClient, XsError};
 use xennet_ring::{DomId, GrantRef, Port};
+use xennet_xenstore::xenbus::{read_flag, read_num, read_opt_num, read_state, write_state};
+use xennet_xenstore::{NodeError, XenbusState, XsClient, XsError};
 
 use crate::vif::{CtrlRing, NetbackQueue, QueueSetup, Vif, VifError};
 

@@ -25,12 +25,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xennet_platform::shm::{Domain, EventChannels, EventPort, ShmError};
-use xennet_xenstore::xenbus::{
-    read_flag, read_num, read_opt_num, read_state, write_state,
-};
+use xennet_ring::{DomId, Port};
+use xennet_xenstore::xenbus::{read_flag, read_num, read_opt_num, read_state, write_state};
 pub use xennet_xenstore::XenbusState;
 use xennet_xenstore::{NodeError, XsClient, XsError};
-use xennet_ring::{DomId, Port};
 
 use crate::{Features, FrontConfig, FrontError, Netfront};
 

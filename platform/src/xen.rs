@@ -11,7 +11,7 @@
 //! Granting (`GrantAccess`) in a PV guest is writing one's own grant table:
 //! [`XenGrants::setup_table`] asks Xen for the table's frames (`GNTTABOP_setup_table`),
 //! the unikernel maps them, and [`GrantTable`] grants and ends access on the mapped
-//! entries with the in-use flag protocol of [`crate::shm`]'s flags module, shared by
+//! entries with the in-use flag protocol of `xennet_ring::grant::flags`, shared by
 //! both platforms (the v1 entry layout is the same). Booting, mapping those frames
 //! and the XenStore ring are the unikernel's job and out of scope.
 
@@ -23,7 +23,7 @@ use xennet_ring::{
     DomId, Frame, GrantAccess, GrantCopy, GrantMap, GrantRef, MappedPage, Notify, Port,
 };
 
-use crate::shm::flags;
+use xennet_ring::grant::flags;
 
 /// `__HYPERVISOR_grant_table_op`.
 pub const HYPERVISOR_GRANT_TABLE_OP: u32 = 20;

@@ -26,6 +26,7 @@ pub mod loom;
 pub mod mem;
 pub mod memory;
 pub mod netif;
+pub mod page;
 pub mod sring;
 pub mod xenbus;
 
@@ -33,12 +34,11 @@ pub use back::BackRing;
 pub use error::RingError;
 pub use event::{Notify, Port};
 pub use front::FrontRing;
-pub use grant::{
-    DomId, Frame, GrantAccess, GrantCopy, GrantError, GrantMap, GrantRef, GrantStatus, PAGE_SIZE,
-};
+pub use grant::{DomId, GrantAccess, GrantCopy, GrantError, GrantMap, GrantRef, GrantStatus};
 pub use idx::{need_notify, RingIdx};
 pub use mem::{Entry, FenceSite, RingMemory, Word};
 pub use memory::{FrameAlloc, LocalMemory, MappedPage, MemoryError};
+pub use page::{Frame, PAGE_SIZE};
 pub use sring::{ring_entries, SharedRing, HEADER_SIZE};
 pub use xenbus::XenbusState;
 

@@ -3,7 +3,7 @@
 
 use core::ptr::NonNull;
 
-use crate::grant::Frame;
+use crate::page::{Frame, PAGE_SIZE};
 
 /// Why a local memory access was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,20 +139,17 @@ pub fn write_mapped<M: MappedPage + ?Sized>(
 /// The part of `buf` from its first page boundary on. A frame buffer that pages are
 /// copied into starts there, so source and destination share their page offset:
 /// glibc's memcpy slows down badly when the destination sits a few bytes above or
-/// below the source modulo 4096 (design.md section 8), which is where a large heap
+/// below the source modulo 4096 (docs/design.md §8), which is where a large heap
 /// buffer (allocator header of 16 bytes) would otherwise put it.
 pub fn page_aligned(buf: &mut [u8]) -> &mut [u8] {
-    let off = buf
-        .as_ptr()
-        .align_offset(crate::grant::PAGE_SIZE)
-        .min(buf.len());
+    let off = buf.as_ptr().align_offset(PAGE_SIZE).min(buf.len());
     &mut buf[off..]
 }
 
 /// Check that an access of `len` bytes at `offset` stays within one page.
 pub fn check_in_page(offset: usize, len: usize) -> Result<(), MemoryError> {
     match offset.checked_add(len) {
-        Some(end) if end <= crate::grant::PAGE_SIZE => Ok(()),
+        Some(end) if end <= PAGE_SIZE => Ok(()),
         _ => Err(MemoryError::CrossesPage { offset, len }),
     }
 }

@@ -25,14 +25,14 @@ use std::time::{Duration, Instant};
 use xennet_netback::xenbus as be;
 use xennet_netfront::xenbus as fe;
 use xennet_platform::shm::{Domain, EventChannels, PeerDomain, RuntimeDir};
-use xennet_xenstore::{dom0_socket, domain_socket, XenbusState, Xenstored, XsClient};
 use xennet_ring::DomId;
+use xennet_xenstore::{dom0_socket, domain_socket, XenbusState, Xenstored, XsClient};
 
 use super::peers::{check_frame, fill_frame};
 use super::{sys, Case, Sample, WorkerReport};
 use xennet_dom0::dataplane::Dataplane;
-use xennet_dom0::side::{Back, Front, Side};
 use xennet_dom0::nodes::VifNodes;
+use xennet_dom0::side::{Back, Front, Side};
 use xennet_dom0::up::{guest_mac, xenstore_dir, DD_MAC};
 use xennet_switch::wire::{MacAddr, MacFmt};
 
@@ -45,7 +45,7 @@ pub const HEADER: usize = 14;
 /// An ethertype for local experiments (IEEE 802): no stack in the path answers it.
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 /// How long a worker keeps polling before it sleeps on its event channel. A blocking
-/// wake across processes costs tens of microseconds here (design.md section 8); a
+/// wake across processes costs tens of microseconds here (docs/design.md §8); a
 /// peer that is producing shows up well within this.
 const SPIN: Duration = Duration::from_micros(50);
 /// A worker that sees nothing at all for this long reports what it has.

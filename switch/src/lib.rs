@@ -41,18 +41,18 @@
 #![deny(unsafe_code)]
 
 pub mod arp;
-pub mod capture;
-pub mod config;
-pub mod uplink;
-pub mod wire;
 pub mod brctl;
 pub mod bridge;
+pub mod capture;
+pub mod config;
 mod counters;
 pub mod domain;
 mod fabric;
 pub mod nat;
 mod port;
 pub mod route;
+pub mod uplink;
+pub mod wire;
 
 pub use counters::{DropReason, PortCounters};
 pub use fabric::{Fabric, FabricConfig, FabricError, Mode, PortTable};

@@ -4,8 +4,8 @@ use xennet_switch::config::{
     parse_rate, parse_vif_spec, random_xen_mac, RateError, Script, Topology, TopologyError,
     UplinkSpec, VifSpecError, VifType,
 };
-use xennet_switch::Mode;
 use xennet_switch::wire::{Ipv4Address, MacAddr};
+use xennet_switch::Mode;
 
 #[test]
 fn full_vif_spec_with_whitespace_is_parsed() {

@@ -6,10 +6,10 @@ use common::*;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::EthernetProtocol;
 use xennet_switch::bridge::BridgeConfig;
+use xennet_switch::wire::MacAddr;
 use xennet_switch::{
     brctl, Collect, Disposition, DropReason, Fabric, FabricConfig, PortConfig, PortId, PortKind,
 };
-use xennet_switch::wire::MacAddr;
 
 fn bridge_with(n: u16) -> (Fabric, Vec<PortId>) {
     let mut f = Fabric::new(FabricConfig::default()).unwrap();

@@ -11,8 +11,8 @@ use pcap_file::DataLink;
 use smoltcp::time::Instant;
 use xennet_switch::capture::{CaptureSpec, PcapSink};
 use xennet_switch::domain::DriverDomain;
-use xennet_switch::{Collect, Fabric, FabricConfig, PortConfig, PortKind};
 use xennet_switch::uplink::host::{Host, HostConfig};
+use xennet_switch::{Collect, Fabric, FabricConfig, PortConfig, PortKind};
 
 /// A scratch directory removed on drop.
 struct TempDir(PathBuf);

@@ -10,10 +10,10 @@ use smoltcp::wire::{
     EthernetProtocol, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, TcpControl,
     TcpPacket, UdpPacket,
 };
+use xennet_switch::uplink::host::Host;
 use xennet_switch::{
     Collect, Disposition, DropReason, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind,
 };
-use xennet_switch::uplink::host::Host;
 
 const G1: Ipv4Address = Ipv4Address::new(10, 0, 1, 1);
 const G1_GW: Ipv4Address = Ipv4Address::new(10, 0, 1, 128);

@@ -7,11 +7,11 @@ use common::*;
 use proptest::prelude::*;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{ArpOperation, EthernetProtocol, IpProtocol};
+use xennet_switch::wire::build::{arp_frame, Arp};
+use xennet_switch::wire::{Ipv4Address, MacAddr};
 use xennet_switch::{
     Collect, Disposition, DropReason, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind,
 };
-use xennet_switch::wire::build::{arp_frame, Arp};
-use xennet_switch::wire::{Ipv4Address, MacAddr};
 
 fn macs() -> BoxedStrategy<MacAddr> {
     prop_oneof![

@@ -7,8 +7,8 @@ use common::*;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Ipv4Address;
 use smoltcp::wire::{EthernetProtocol, Icmpv4Packet, IpProtocol, Ipv4Packet};
-use xennet_switch::{Collect, Disposition, DropReason, Mode, PortId};
 use xennet_switch::uplink::host::{EchoReply, Host};
+use xennet_switch::{Collect, Disposition, DropReason, Mode, PortId};
 
 /// Pings `dst` from the host on `from` once a second, like ping(8); smoltcp drops its
 /// automatic echo reply when the requester is not yet in its ARP cache (it sends an

@@ -11,9 +11,9 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 use common::*;
 use smoltcp::time::Instant;
 use xennet_switch::domain::DriverDomain;
-use xennet_switch::{Collect, Fabric, FabricConfig, PortConfig, PortKind};
 use xennet_switch::uplink::host::{Host, HostConfig};
 use xennet_switch::uplink::tap::TapDevice;
+use xennet_switch::{Collect, Fabric, FabricConfig, PortConfig, PortKind};
 
 const TAP: &str = "xtap0";
 

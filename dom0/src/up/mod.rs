@@ -28,27 +28,27 @@ use std::time::{Duration, Instant};
 
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use xennet_netback::xenbus::{self as be, BackendDevice};
+use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
+use xennet_ring::DomId;
+use xennet_switch::bridge::BridgeConfig;
 use xennet_switch::capture::PcapSink;
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::config::{parse_vif_spec, Script, Topology, VifSpec};
-use xennet_switch::bridge::BridgeConfig;
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::route::RouterConfig;
-use xennet_switch::{brctl, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind};
 use xennet_switch::uplink::host::{Host, HostConfig};
 use xennet_switch::uplink::tap::TapDevice;
 use xennet_switch::wire::{MacAddr, MacFmt};
-use xennet_netback::xenbus::{self as be, BackendDevice};
-use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
+use xennet_switch::{brctl, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind};
 use xennet_xenstore::xenbus::{read_state, write_state};
 use xennet_xenstore::{XenbusState, Xenstored, XsClient};
-use xennet_ring::DomId;
 
 use crate::control::{ControlServer, Reply};
-use crate::nodes::VifNodes;
-use crate::xenstored::{XenstoredHandle, XenstoredProcess};
 use crate::dataplane::Dataplane;
+use crate::nodes::VifNodes;
 use crate::side::Side;
+use crate::xenstored::{XenstoredHandle, XenstoredProcess};
 
 /// The simulated remote host on the uplink.
 pub const SIM_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 148);

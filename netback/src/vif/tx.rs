@@ -1,7 +1,7 @@
 //! Guest transmit: requests copied out of the ring once, validated as Linux netback
 //! grades them, grant-copied in batches into staging pages, and delivered whole.
 //!
-//! Grading (design.md section 7): fatal (vif disconnected) for an impossible ring index,
+//! Grading (docs/design.md §7): fatal (vif disconnected) for an impossible ring index,
 //! a chain of [`FATAL_SLOTS`] or more slots, a slot crossing its page, a bad extra-info
 //! slot, a chain continuing past the published requests, or an unusable grant; the
 //! packet is dropped with an ERROR response (vif kept) for more than
@@ -59,8 +59,8 @@ struct Cursor {
 
 impl Cursor {
     /// Place `len` bytes whose source is at `src_off` in its page; keeps the copy in one
-    /// page and gives source and destination the same offset modulo 64 (design.md
-    /// section 8: glibc memcpy slows down badly at some small offset distances).
+    /// page and gives source and destination the same offset modulo 64 (docs/design.md
+    /// §8: glibc memcpy slows down badly at some small offset distances).
     fn place(&mut self, len: usize, src_off: usize, pages: usize) -> Option<(usize, usize)> {
         let mut off = (self.off.div_ceil(64) * 64) + (src_off % 64);
         if off + len > PAGE_SIZE {

@@ -11,9 +11,9 @@ use xennet_ring::{DomId, GrantCopy, GrantMap, GrantRef, MappedPage, PAGE_SIZE};
 use super::domain::{Domain, Regions, GRANT_ENTRY_BYTES};
 use super::error::ShmError;
 use super::evtchn::EVTCHN_BYTES;
-use super::flags;
 use super::region::Region;
 use super::runtime::RuntimeDir;
+use xennet_ring::grant::flags;
 
 /// Another domain's memory and grant table as the using side sees them, with the pin
 /// counts of the entries this process has in use.

@@ -18,9 +18,9 @@ use xennet_ring::{
 
 use super::error::ShmError;
 use super::evtchn::EVTCHN_BYTES;
-use super::flags;
 use super::region::Region;
 use super::runtime::{pid_alive, remove_domain_files, RuntimeDir};
+use xennet_ring::grant::flags;
 
 /// Largest domain accepted (pages): 4 GiB.
 pub const MAX_PAGES: u32 = 1 << 20;

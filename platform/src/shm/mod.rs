@@ -13,7 +13,6 @@ mod copy;
 mod domain;
 mod error;
 mod evtchn;
-pub mod flags;
 pub mod pending;
 mod region;
 mod runtime;

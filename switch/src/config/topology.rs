@@ -33,8 +33,8 @@ use serde::Deserialize;
 
 use super::vif::{apply, parse_ifname, parse_mac, parse_vif_spec, Script, VifSpec, VifSpecError};
 use crate::capture::CaptureSpec;
-use crate::Mode;
 use crate::wire::{Ipv4Address, Ipv4Cidr, MacAddr};
+use crate::Mode;
 
 /// Highest guest domain id (DOMID_FIRST_RESERVED - 1).
 const MAX_DOMID: u16 = 0x7fef;

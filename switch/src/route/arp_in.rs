@@ -5,9 +5,9 @@ use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetProtocol};
 
 use super::{Iface, Router};
 use crate::fabric::PortTable;
-use crate::{Disposition, DropReason, Output, PortId};
 use crate::wire::build::{arp_frame, eth_frame, Arp};
 use crate::wire::{is_valid_source, Ipv4Address, MacAddr};
+use crate::{Disposition, DropReason, Output, PortId};
 
 impl Router {
     pub(super) fn arp_input(

@@ -179,11 +179,7 @@ impl Router {
         self.cfg.uplink_addr.prefix_len() < 31 && self.cfg.uplink_addr.broadcast() == Some(a)
     }
 
-    pub(crate) fn port_added(
-        &mut self,
-        id: PortId,
-        port: &Port,
-    ) -> Result<(), FabricError> {
+    pub(crate) fn port_added(&mut self, id: PortId, port: &Port) -> Result<(), FabricError> {
         let mac = port.cfg.port_mac;
         if !is_valid_source(mac) {
             return Err(addressing(
@@ -320,12 +316,7 @@ impl Router {
         }
     }
 
-    pub(crate) fn poll(
-        &mut self,
-        ports: &mut PortTable,
-        now: Instant,
-        out: &mut dyn Output,
-    ) {
+    pub(crate) fn poll(&mut self, ports: &mut PortTable, now: Instant, out: &mut dyn Output) {
         let ex = self.neigh.poll(now);
         for (port, ip) in ex.reprobe {
             self.send_arp_request(ports, out, port, ip);

@@ -10,10 +10,10 @@ use smoltcp::wire::{
 };
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::route::RouterConfig;
-use xennet_switch::{Collect, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind};
 use xennet_switch::uplink::host::{Host, HostConfig};
 use xennet_switch::wire::build::{arp_frame, eth_frame, Arp};
 use xennet_switch::wire::{Ipv4Address, Ipv4Cidr, MacAddr};
+use xennet_switch::{Collect, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind};
 
 pub const DD_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 204);
 pub const SIM_IP: Ipv4Address = Ipv4Address::new(128, 153, 144, 148);

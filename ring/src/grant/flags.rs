@@ -10,7 +10,7 @@
 
 use core::sync::atomic::Ordering;
 
-use xennet_ring::grant::{GrantFlags, GrantStatus};
+use super::{GrantFlags, GrantStatus};
 
 /// The combined `flags | domid << 16` word of a grant entry.
 pub trait FlagWord {

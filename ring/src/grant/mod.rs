@@ -7,11 +7,12 @@
 //! The batched copy operation is Xen's own `struct gnttab_copy`, so a real hypervisor
 //! implementation hands the array straight to `GNTTABOP_copy`.
 
+pub mod flags;
+
 use bitflags::bitflags;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Size of a page, of a grant, and of a shared ring's unit.
-pub const PAGE_SIZE: usize = 4096;
+pub use crate::page::{Frame, PAGE_SIZE};
 
 /// A domain identifier (`domid_t`). Domain 0 is the default driver domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -54,10 +55,6 @@ impl core::fmt::Display for GrantRef {
         write!(f, "{}", self.0)
     }
 }
-
-/// A frame number in a domain's memory (`xen_pfn_t`): page index of its memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Frame(pub u64);
 
 /// A handle returned by a grant map, needed to unmap (`grant_handle_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
