@@ -263,16 +263,8 @@ where
                 return q;
             }
         }
-        // Spread flows: hash the IPv4 addresses and ports (or whatever bytes are there).
-        let key = frame.get(26..38).unwrap_or(frame);
-        let mut h: u32 = 0x811c_9dc5;
-        for &b in key {
-            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-        }
-        h ^= h >> 16;
-        h = h.wrapping_mul(0x85eb_ca6b);
-        h ^= h >> 13;
-        h as usize % self.queues.len()
+        // Spread flows: the same hash netback uses without a table.
+        xennet_ring::netif::flow_queue(frame, self.queues.len())
     }
 
     /// Send one frame now (queue it and publish). On error the frame was not taken.

@@ -425,6 +425,28 @@ pub fn toeplitz_hash(key: &[u8], buf: &[u8]) -> u32 {
     (hash >> 32) as u32
 }
 
+/// Length of an Ethernet header (`ETH_HLEN`): destination, source, ethertype.
+pub const ETH_HLEN: usize = 14;
+
+/// The queue a frame's flow maps to when no Toeplitz table is set: the IPv4 addresses
+/// and ports (bytes 26..38, or whatever bytes a shorter frame has) hashed with FNV-1a
+/// and a final mix, so one flow always takes one queue and its frames stay in order.
+/// Both ends use it: netfront to pick a transmit queue, netback a receive queue.
+pub fn flow_queue(frame: &[u8], queues: usize) -> usize {
+    if queues <= 1 {
+        return 0;
+    }
+    let key = frame.get(26..38).unwrap_or(frame);
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h as usize % queues
+}
+
 /// The bytes an enabled netif.h hash type covers in an Ethernet frame: the most
 /// specific type that applies wins (addresses and TCP ports before addresses alone),
 /// as Linux netback chooses. `types` is a [`hash_type`] mask. Returns how many bytes

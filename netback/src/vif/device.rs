@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use xennet_ring::netif::CtrlGref;
+use xennet_ring::netif::{flow_queue, CtrlGref};
 use xennet_ring::{DomId, FrameAlloc, GrantCopy, GrantMap, LocalMemory, Notify};
 
 use super::counters::VifCounters;
@@ -187,7 +187,7 @@ where
     }
 
     /// Queue a frame for the guest on the queue its flow hashes to: the frontend's
-    /// Toeplitz settings when it made any over the control ring, else [`flow_queue`].
+    /// Toeplitz settings when it made any over the control ring, else [`flow_queue`](xennet_ring::netif::flow_queue).
     pub fn enqueue_rx(&mut self, frame: &[u8], now: Instant) -> bool {
         let i = self.rx_queue_for(frame);
         match self.queues.get_mut(i) {
@@ -207,7 +207,7 @@ where
     }
 
     /// The queue a frame for the guest goes to: by the frontend's Toeplitz settings
-    /// when it made any, else by [`flow_queue`].
+    /// when it made any, else by [`flow_queue`](xennet_ring::netif::flow_queue).
     fn rx_queue_for(&self, frame: &[u8]) -> usize {
         let n = self.queues.len();
         self.hash
@@ -274,21 +274,4 @@ where
         }
         c
     }
-}
-
-/// The queue a frame's flow maps to (IPv4 addresses and ports hashed; the same flow
-/// always takes the same queue, so its frames stay in order).
-pub fn flow_queue(frame: &[u8], queues: usize) -> usize {
-    if queues <= 1 {
-        return 0;
-    }
-    let key = frame.get(26..38).unwrap_or(frame);
-    let mut h: u32 = 0x811c_9dc5;
-    for &b in key {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h as usize % queues
 }

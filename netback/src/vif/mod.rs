@@ -16,7 +16,7 @@ mod tx;
 pub use counters::VifCounters;
 pub use credit::Credit;
 pub use ctrl::{CtrlRing, HASH_TYPES, MAX_HASH_KEY, MAX_HASH_MAPPING};
-pub use device::{flow_queue, Vif};
+pub use device::Vif;
 pub use error::VifError;
 pub use queue::{
     NetbackQueue, QueueSetup, ETH_HLEN, RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL, TX_BATCH,

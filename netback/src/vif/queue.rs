@@ -32,8 +32,7 @@ pub const RX_QUEUE_FRAMES: usize = 1024;
 /// A frame for the guest that waited this long for buffers is dropped (a guest that
 /// stops posting cannot make the backend hoard memory, XSA-392).
 pub const RX_STALL: Duration = Duration::from_secs(2);
-/// Smallest frame a guest may transmit (an Ethernet header).
-pub const ETH_HLEN: usize = 14;
+pub use xennet_ring::netif::ETH_HLEN;
 
 /// What a queue is connected with: the frontend's ring refs and the kicks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

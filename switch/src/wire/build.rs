@@ -9,7 +9,7 @@ use smoltcp::wire::{
     IpProtocol, Ipv4Packet, Ipv4Repr,
 };
 
-use super::{Ipv4Address, MacAddr, ETH_HEADER_LEN};
+use super::{Ipv4Address, MacAddr, ETH_HLEN};
 
 /// Writes an Ethernet header for `ethertype` followed by `payload` into `buf`.
 pub fn eth_frame(
@@ -20,7 +20,7 @@ pub fn eth_frame(
     payload: &[u8],
 ) {
     buf.clear();
-    buf.resize(ETH_HEADER_LEN, 0);
+    buf.resize(ETH_HLEN, 0);
     let repr = EthernetRepr {
         src_addr: src,
         dst_addr: dst,
@@ -55,7 +55,7 @@ pub fn arp_frame(buf: &mut Vec<u8>, eth_dst: MacAddr, arp: Arp) {
         target_protocol_addr: arp.tpa,
     };
     buf.clear();
-    buf.resize(ETH_HEADER_LEN + repr.buffer_len(), 0);
+    buf.resize(ETH_HLEN + repr.buffer_len(), 0);
     let eth = EthernetRepr {
         src_addr: arp.sha,
         dst_addr: eth_dst,

@@ -16,8 +16,7 @@ use core::fmt;
 /// The MAC address Linux/Xen backend vif devices carry (`fe:ff:ff:ff:ff:ff`).
 pub const VIF_PORT_MAC: MacAddr = MacAddr([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]);
 
-/// Length of an Ethernet II header (no VLAN tag).
-pub const ETH_HEADER_LEN: usize = 14;
+pub use xennet_ring::netif::ETH_HLEN;
 
 /// Displays a MAC address as `00:16:3e:01:02:03` (smoltcp's Display uses dashes).
 #[derive(Clone, Copy, Debug)]
