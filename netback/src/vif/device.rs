@@ -43,7 +43,7 @@ where
 {
     type Grants = G;
     fn grants(&self) -> &G {
-        &self.queues[0].grants
+        self.queues[0].grants()
     }
     fn frontend(&self) -> DomId {
         self.domid
@@ -267,7 +267,7 @@ where
     pub fn close(self) -> VifCounters {
         let mut c = self.closed;
         if let (Some(ring), Some(q)) = (self.ctrl, self.queues.first()) {
-            ring.close(&q.grants);
+            ring.close(q.grants());
         }
         for q in self.queues {
             c += q.close();

@@ -10,6 +10,7 @@ mod ctrl;
 mod device;
 mod error;
 mod queue;
+mod rx;
 mod staging;
 mod tx;
 
