@@ -9,4 +9,6 @@
 pub mod shm;
 #[cfg(all(feature = "xen", target_arch = "x86_64"))]
 pub mod xen;
+#[cfg(all(feature = "xenlinux", target_os = "linux"))]
+pub mod xenlinux;
 pub mod xenstore;
