@@ -345,6 +345,9 @@ impl EventChannels {
                     tracing::warn!(path = %self.path.display(), errno = e, "evtchn poll failed");
                     return;
                 }
+            } else if fds[0].revents & libc::POLLNVAL != 0 {
+                tracing::warn!(path = %self.path.display(), "evtchn descriptor invalid");
+                return;
             }
             // Readable, error (overflow: poll_into resets), timeout or EINTR: look.
         }

@@ -241,6 +241,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handles_are_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<GntAlloc>();
+        both::<GntDev>();
+        both::<GntDevMapping>();
+        both::<LocalPages>();
+        both::<EventChannels>();
+        both::<EventPort>();
+        both::<XenLinuxError>();
+    }
+
+    #[test]
     fn probe_reports_consistently() {
         let p = probe();
         assert_eq!(
