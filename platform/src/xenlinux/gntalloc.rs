@@ -250,9 +250,8 @@ impl GntAlloc {
     fn dealloc(&self, index: u64) {
         let mut op = sys::IoctlGntallocDeallocGref { index, count: 1 };
         // SAFETY: `op` is a live ioctl_gntalloc_dealloc_gref, read by the kernel only.
-        if let Err(e) =
-            unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTALLOC_DEALLOC_GREF, &mut op) }
-        {
+        let r = unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTALLOC_DEALLOC_GREF, &mut op) };
+        if let Err(e) = r {
             tracing::warn!(path = %self.path.display(), index, errno = e, "gntalloc dealloc failed");
         }
     }
