@@ -107,8 +107,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     );
 
     // The driver domain: switch, uplink, its own stack on vif0.0 (bridge mode).
-    let mut dd =
-        driver_domain(opts.mode, opts.proxy_arp, &opts.uplink).map_err(DemoError::Switch)?;
+    let mut dd = driver_domain(opts.mode, opts.proxy_arp, &opts.uplink)
+        .map_err(|e| DemoError::Switch(e.to_string()))?;
 
     let dom0 = Side::anonymous(DomId(0), 8192)?;
     let mut guest_sides = Vec::new();

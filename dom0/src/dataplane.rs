@@ -18,7 +18,7 @@ use xennet_switch::wire::MacAddr;
 use xennet_switch::{Mode, Output, PortConfig, PortId, PortKind};
 
 use crate::side::{Back, Side};
-use crate::up::driver_domain;
+use crate::up::{driver_domain, BuildError};
 
 /// Frames taken from one vif per pass before others get a turn.
 const TX_BUDGET: usize = 256;
@@ -134,7 +134,10 @@ impl Dataplane {
     /// A bridge-mode data plane (learning bridge `xenbr0`, a simulated uplink host)
     /// with each of `vifs` — (guest domain, guest MAC, connected vif, its backend
     /// ports) — on its own switch port `vif<domid>.0`, as `xennet up` attaches guests.
-    pub fn bridged(side: Side, vifs: Vec<(u16, [u8; 6], Back, Vec<Port>)>) -> Result<Self, String> {
+    pub fn bridged(
+        side: Side,
+        vifs: Vec<(u16, [u8; 6], Back, Vec<Port>)>,
+    ) -> Result<Self, BuildError> {
         let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim)?;
         let mut plane = Dataplane::new(side, dd);
         for (domid, mac, vif, ports) in vifs {
@@ -142,15 +145,11 @@ impl Dataplane {
                 peer_mac: Some(MacAddr(mac)),
                 ..PortConfig::default()
             };
-            let port = plane
-                .dd
-                .fabric_mut()
-                .add_port(
-                    format!("vif{domid}.0"),
-                    PortKind::Vif { domid, devid: 0 },
-                    cfg,
-                )
-                .map_err(|e| e.to_string())?;
+            let port = plane.dd.fabric_mut().add_port(
+                format!("vif{domid}.0"),
+                PortKind::Vif { domid, devid: 0 },
+                cfg,
+            )?;
             plane.add_vif(port, vif, ports);
         }
         Ok(plane)

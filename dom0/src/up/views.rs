@@ -1,0 +1,134 @@
+//! What the control socket asks of a running driver domain: the request dispatcher
+//! and the `list` and `stats` views.
+
+use std::fmt::Write as _;
+
+use xennet_switch::config::UplinkSpec;
+use xennet_switch::wire::MacFmt;
+use xennet_switch::{brctl, Mode};
+use xennet_xenstore::XenbusState;
+
+use super::{mode_name, Up};
+use crate::control::Reply;
+
+impl Up {
+    pub(super) fn control(&mut self, words: &[String]) -> Reply {
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        match w.as_slice() {
+            ["create", domid, specs @ ..] => {
+                let domid: u16 = domid
+                    .parse()
+                    .map_err(|_| format!("bad domain id {domid:?}"))?;
+                self.create(domid, &specs.join(" "))
+            }
+            ["destroy", domid] => {
+                let domid: u16 = domid
+                    .parse()
+                    .map_err(|_| format!("bad domain id {domid:?}"))?;
+                if self.destroy(domid) {
+                    Ok(format!("domain {domid} destroyed\n"))
+                } else {
+                    Err(format!("no domain {domid}"))
+                }
+            }
+            ["list"] => Ok(self.list()),
+            ["stats"] => Ok(self.stats(false)),
+            ["stats", "--json"] => Ok(self.stats(true)),
+            ["brctl", "show"] | ["brctl"] => {
+                if self.topo.driver_domain.mode != Mode::Bridge {
+                    return Err(format!(
+                        "no bridge in {} mode",
+                        mode_name(self.topo.driver_domain.mode)
+                    ));
+                }
+                Ok(brctl::show(self.plane.dd.fabric()))
+            }
+            ["brctl", "showmacs", br] => {
+                let now = self.plane.now();
+                brctl::showmacs(self.plane.dd.fabric(), br, now).map_err(|e| e.to_string())
+            }
+            ["info"] => Ok(format!(
+                "mode={} uplink={} guests={} {}\n",
+                mode_name(self.topo.driver_domain.mode),
+                match &self.topo.driver_domain.uplink {
+                    UplinkSpec::Sim => "sim".to_string(),
+                    UplinkSpec::Tap(n) => format!("tap:{n}"),
+                    UplinkSpec::Pcap(p) => format!("pcap:{}", p.display()),
+                },
+                self.guests.len(),
+                self.xsd.describe()
+            )),
+            ["down"] => {
+                self.stop = true;
+                Ok("driver domain stopping\n".into())
+            }
+            _ => Err(format!(
+                "unknown request {:?} (create, destroy, list, stats, brctl, info, down)",
+                words.join(" ")
+            )),
+        }
+    }
+
+    pub(super) fn list(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{:<12} {:>5}  {:<10} {:<18} {:<20} state (be/fe)",
+            "Name", "ID", "vif", "mac", "ip"
+        );
+        let _ = writeln!(
+            t,
+            "{:<12} {:>5}  {:<10} {:<18} {:<20} -",
+            "Domain-0",
+            0,
+            "-",
+            MacFmt(self.topo.driver_domain.mac).to_string(),
+            self.topo.driver_domain.addr.address().to_string()
+        );
+        for (domid, g) in &self.guests {
+            let (be_s, fe_s) = self
+                .devs
+                .iter()
+                .find(|(k, _)| k.0 == *domid)
+                .map(|(_, d)| {
+                    let d = d.dev();
+                    (
+                        d.state(&self.xs).unwrap_or(XenbusState::Unknown),
+                        d.frontend_state(&self.xs).unwrap_or(XenbusState::Unknown),
+                    )
+                })
+                .unwrap_or((XenbusState::Unknown, XenbusState::Unknown));
+            let ips = g
+                .ips
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let _ = writeln!(
+                t,
+                "{:<12} {:>5}  {:<10} {:<18} {:<20} {:?}/{:?}",
+                g.dom_name.clone(),
+                domid,
+                g.name,
+                MacFmt(g.mac).to_string(),
+                ips,
+                be_s,
+                fe_s
+            );
+        }
+        t
+    }
+
+    pub(super) fn stats(&self, json: bool) -> String {
+        if json {
+            let v: Vec<serde_json::Value> = self
+                .plane
+                .vifs
+                .iter()
+                .map(|v| serde_json::json!({"vif": v.vif.name(), "counters": v.vif.counters()}))
+                .collect();
+            return serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
+        }
+        self.plane.counters_table()
+    }
+}
