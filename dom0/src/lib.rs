@@ -8,6 +8,8 @@
 //! for threads in one process. Test fixtures live behind the `test-utils` feature
 //! ([`testing`]), so tests, benches and fuzz targets depend on libraries, not the CLI.
 #![warn(missing_docs)]
+// One scoped exception: the supervised xenstored's pre-exec hook (xenstored.rs).
+#![deny(unsafe_code)]
 
 pub mod control;
 pub mod dataplane;

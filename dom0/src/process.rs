@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 /// Ask `child` to stop (SIGTERM), wait up to `within` for it to exit, then kill it;
 /// it is reaped either way.
 pub fn terminate(child: &mut Child, within: Duration) {
-    // SAFETY: kill(2) on a child we spawned and have not reaped (its pid is ours).
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
+    // The child is ours and not reaped yet, so its pid cannot name another process.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::TERM,
+    );
     wait_exit(child, within);
 }
 

@@ -43,6 +43,8 @@ pub fn pid_file(dir: &Path) -> PathBuf {
     dir.join("pid")
 }
 
+// pre_exec is unsafe: the hook runs between fork and exec (see its SAFETY comment).
+#[allow(unsafe_code)]
 fn spawn(exe: &Path, dir: &Path, fresh: bool) -> io::Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.arg("xenstored").arg("--dir").arg(dir);

@@ -7,6 +7,8 @@
 //!   `XENSTORED_PATH=DIR/socket`.
 //! - [`XsClient`]: a synchronous client with watches and transactions.
 
+#![deny(unsafe_code)]
+
 pub mod client;
 pub mod daemon;
 pub mod journal;
