@@ -66,7 +66,7 @@ pub struct DemoReport {
     pub tcp_echo_ok: bool,
 }
 
-use xennet_dom0::up::{driver_domain, guest_addr, guest_mac, SIM_IP};
+use xennet_dom0::build::{driver_domain, guest_addr, guest_mac, SIM_IP};
 
 /// Errors that stop the demo.
 #[derive(Debug, thiserror::Error)]
@@ -283,7 +283,7 @@ pub fn run_processes(
     use std::process::{Command, Stdio};
 
     use crate::procs::Instance;
-    use xennet_dom0::{control, up};
+    use xennet_dom0::control;
 
     let guests = opts.guests.clamp(1, 8);
     let mode = opts.mode;
@@ -295,7 +295,7 @@ pub fn run_processes(
     let _ = writeln!(
         t,
         "xennet demo: driver domain 0 in {} mode, {guests} guest(s), uplink {}, each domain its own process",
-        up::mode_name(mode),
+        xennet_dom0::build::mode_name(mode),
         match &opts.uplink {
             UplinkSpec::Sim => "sim (remote host 128.153.144.148)".to_string(),
             UplinkSpec::Tap(n) => format!("tap:{n}"),
@@ -305,7 +305,7 @@ pub fn run_processes(
     let _ = writeln!(t, "instance directory {}", dir.display());
 
     progress("starting the driver domain (xennet up)");
-    let mut args: Vec<String> = vec!["--mode".into(), up::mode_name(mode).into()];
+    let mut args: Vec<String> = vec!["--mode".into(), xennet_dom0::build::mode_name(mode).into()];
     if !opts.proxy_arp {
         args.push("--no-proxy-arp".into());
     }

@@ -17,8 +17,8 @@ use xennet_switch::domain::DriverDomain;
 use xennet_switch::wire::MacAddr;
 use xennet_switch::{Mode, Output, PortConfig, PortId, PortKind};
 
+use crate::build::{driver_domain, BuildError};
 use crate::side::{Back, Side};
-use crate::up::{driver_domain, BuildError};
 
 /// Frames taken from one vif per pass before others get a turn.
 const TX_BUDGET: usize = 256;

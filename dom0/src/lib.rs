@@ -1,7 +1,7 @@
 //! # xennet-dom0
 //!
 //! The driver domain as a library: what `xennet up` runs. It builds a driver domain
-//! from a topology ([`up::build`]), keeps domain 0's XenStore and reconciles every
+//! from a topology ([`build`]), keeps domain 0's XenStore and reconciles every
 //! backend device from it ([`up`], with netback's per-device state machine), and moves
 //! frames between netback's vifs and the switch on the data plane ([`dataplane`]).
 //! [`stack`] is the smoltcp host the guests run; [`side`] wires domains and drivers
@@ -11,6 +11,7 @@
 // One scoped exception: the supervised xenstored's pre-exec hook (xenstored.rs).
 #![deny(unsafe_code)]
 
+pub mod build;
 pub mod control;
 pub mod dataplane;
 pub mod nodes;

@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::{Mode, PortConfig, PortId, PortKind};
 use xennet_switch::wire::MacAddr;
-use xennet_dom0::up::{driver_domain, guest_addr, guest_mac};
+use xennet_dom0::build::{driver_domain, guest_addr, guest_mac};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, mut rest)) = data.split_first() else {

@@ -57,7 +57,7 @@ pub(crate) fn cli_up(a: UpArgs) -> ExitCode {
         }
     }
     let mode = match opts.effective_topology() {
-        Ok(t) => xennet_dom0::up::mode_name(t.driver_domain.mode),
+        Ok(t) => xennet_dom0::build::mode_name(t.driver_domain.mode),
         Err(e) => {
             eprintln!("xennet up: {e}");
             return ExitCode::from(2);

@@ -18,8 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::EthernetFrame;
 
-use super::fabric::PortTable;
-use super::{Disposition, DropReason, Output, PortId};
+use super::{Disposition, DropReason, Output, PortId, PortTable};
 use crate::wire::{is_link_local_group, is_valid_source, MacAddr};
 
 /// Bridge settings.

@@ -1,12 +1,13 @@
 //! The fabric: a port table plus the engine of the configured mode.
 
-use std::collections::BTreeMap;
-
 use smoltcp::time::Instant;
 
 use super::bridge::{Bridge, BridgeConfig};
 use super::route::{Router, RouterConfig};
-use super::{Disposition, DropReason, Output, Port, PortConfig, PortCounters, PortId, PortKind};
+use super::{
+    Disposition, DropReason, FabricError, Output, Port, PortConfig, PortCounters, PortId, PortKind,
+    PortTable,
+};
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 const MAX_NAME_LEN: usize = 15;
@@ -32,90 +33,6 @@ pub struct FabricConfig {
     pub bridge: BridgeConfig,
     /// Router settings (route and NAT modes).
     pub router: RouterConfig,
-}
-
-/// Errors from building or reconfiguring a fabric.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum FabricError {
-    /// Port names must be 1..=15 bytes (Linux IFNAMSIZ) without '/', ' ' or ':'.
-    #[error("invalid port name {0:?}: must be 1-15 characters without '/', ':' or whitespace")]
-    BadName(String),
-    /// A port with this name exists already.
-    #[error("a port named {0:?} exists already")]
-    DuplicateName(String),
-    /// The fabric has as many ports as it allows.
-    #[error("too many ports (limit {0})")]
-    TooManyPorts(usize),
-    /// Route/NAT mode could not derive addresses for the port.
-    #[error("port {port}: {reason}")]
-    Addressing {
-        /// The port name.
-        port: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Only one uplink port is supported.
-    #[error("an uplink port exists already")]
-    SecondUplink,
-}
-
-/// The fabric's ports and their counters; engines deliver through it so that every
-/// delivery is counted.
-#[derive(Debug, Default)]
-pub struct PortTable {
-    ports: BTreeMap<PortId, Port>,
-}
-
-impl PortTable {
-    /// The port with this id.
-    pub fn get(&self, id: PortId) -> Option<&Port> {
-        self.ports.get(&id)
-    }
-
-    /// All ports in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (PortId, &Port)> {
-        self.ports.iter().map(|(id, p)| (*id, p))
-    }
-
-    /// The port of this kind with the lowest id, if any.
-    pub fn first_of_kind(&self, kind: PortKind) -> Option<PortId> {
-        self.iter().find(|(_, p)| p.kind == kind).map(|(id, _)| id)
-    }
-
-    /// True if some port device carries `mac` as its own address.
-    pub fn owns_mac(&self, mac: crate::wire::MacAddr) -> bool {
-        self.ports.values().any(|p| p.cfg.port_mac == mac)
-    }
-
-    /// Sends `frame` to `egress`, counting it; false if the port is gone.
-    pub fn deliver(&mut self, out: &mut dyn Output, egress: PortId, frame: &[u8]) -> bool {
-        match self.ports.get_mut(&egress) {
-            Some(p) => {
-                p.counters.tx_packets += 1;
-                p.counters.tx_bytes += frame.len() as u64;
-                out.deliver(egress, frame);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Counts a drop on `port` (no-op if the port is gone).
-    pub fn count_drop(&mut self, port: PortId, reason: DropReason) {
-        if let Some(p) = self.ports.get_mut(&port) {
-            p.counters.drops[reason.index()] += 1;
-        }
-    }
-
-    pub(super) fn unknown_flood_counter(&mut self, port: PortId) -> Option<&mut u64> {
-        self.ports
-            .get_mut(&port)
-            .map(|p| &mut p.counters.unknown_unicast_flooded)
-    }
-
-    fn counters_mut(&mut self, port: PortId) -> Option<&mut PortCounters> {
-        self.ports.get_mut(&port).map(|p| &mut p.counters)
-    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -186,10 +103,10 @@ impl Fabric {
         {
             return Err(FabricError::BadName(name));
         }
-        if self.ports.ports.values().any(|p| p.name == name) {
+        if self.ports.iter().any(|(_, p)| p.name == name) {
             return Err(FabricError::DuplicateName(name));
         }
-        if self.ports.ports.len() >= self.max_ports {
+        if self.ports.len() >= self.max_ports {
             return Err(FabricError::TooManyPorts(self.max_ports));
         }
         if kind == PortKind::Uplink && self.ports.first_of_kind(PortKind::Uplink).is_some() {
@@ -207,14 +124,14 @@ impl Fabric {
             Engine::Router(r) => r.port_added(id, &port)?,
         }
         self.next_id = self.next_id.wrapping_add(1).max(1);
-        self.ports.ports.insert(id, port);
-        tracing::info!(port = %self.ports.ports[&id].name, ?kind, "port added");
+        self.ports.insert(id, port);
+        tracing::info!(port = %name_of(&self.ports, id), ?kind, "port added");
         Ok(id)
     }
 
     /// Removes a port; its learned MACs, routes and queued packets go with it.
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
-        let port = self.ports.ports.remove(&id)?;
+        let port = self.ports.remove(id)?;
         match &mut self.engine {
             Engine::Bridge(b) => b.port_removed(id),
             Engine::Router(r) => r.port_removed(&mut self.ports, id),
@@ -310,4 +227,8 @@ impl Fabric {
             Engine::Router(r) => r.poll_at(),
         }
     }
+}
+
+fn name_of(ports: &PortTable, id: PortId) -> &str {
+    ports.get(id).map_or("?", |p| p.name.as_str())
 }

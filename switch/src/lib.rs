@@ -47,6 +47,7 @@ pub mod capture;
 pub mod config;
 mod counters;
 pub mod domain;
+mod error;
 mod fabric;
 pub mod nat;
 mod port;
@@ -55,8 +56,9 @@ pub mod uplink;
 pub mod wire;
 
 pub use counters::{DropReason, PortCounters};
-pub use fabric::{Fabric, FabricConfig, FabricError, Mode, PortTable};
-pub use port::{Port, PortConfig, PortId, PortKind};
+pub use error::FabricError;
+pub use fabric::{Fabric, FabricConfig, Mode};
+pub use port::{Port, PortConfig, PortId, PortKind, PortTable};
 
 /// Receives the fabric's deliveries: `frame` leaves the fabric through port `egress`.
 ///

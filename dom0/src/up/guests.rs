@@ -12,7 +12,8 @@ use xennet_switch::config::{parse_vif_spec, Script, VifSpec};
 use xennet_switch::wire::{MacAddr, MacFmt};
 use xennet_switch::{Mode, PortConfig, PortKind};
 
-use super::{guest_addr, guest_mac, mode_name, Guest, Up};
+use super::{Guest, Up};
+use crate::build::{guest_addr, guest_mac, mode_name};
 use crate::control::Reply;
 use crate::nodes::VifNodes;
 

@@ -19,15 +19,11 @@
 //! store, the client reconnects and its watch fires again, and the loop skips
 //! XenStore work while the daemon is away, so frames keep moving.
 
-mod build;
 mod guests;
 mod reconcile;
 mod views;
 
-pub use build::{
-    driver_domain, driver_domain_for, guest_addr, guest_mac, mode_name, BuildError, DD_IP, DD_MAC,
-    SIM_IP,
-};
+use crate::build::{driver_domain_for, BuildError};
 
 use std::collections::BTreeMap;
 

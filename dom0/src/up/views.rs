@@ -8,7 +8,8 @@ use xennet_switch::wire::MacFmt;
 use xennet_switch::{brctl, Mode};
 use xennet_xenstore::XenbusState;
 
-use super::{mode_name, Up};
+use super::Up;
+use crate::build::mode_name;
 use crate::control::Reply;
 
 impl Up {

@@ -9,6 +9,7 @@ mod credit;
 mod ctrl;
 mod device;
 mod error;
+mod peer;
 mod queue;
 mod rx;
 mod staging;
@@ -19,9 +20,9 @@ pub use credit::Credit;
 pub use ctrl::{CtrlRing, HASH_TYPES, MAX_HASH_KEY, MAX_HASH_MAPPING};
 pub use device::Vif;
 pub use error::VifError;
-pub use queue::{
-    NetbackQueue, QueueSetup, ETH_HLEN, RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL, TX_BATCH,
-    TX_STAGING_PAGES,
-};
+pub use queue::{NetbackQueue, QueueSetup};
+pub use rx::{RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL};
 pub use staging::{GREF_LIST_MAX, STATIC_GRANTS_PER_QUEUE};
 pub use tx::FATAL_SLOTS;
+pub use tx::{TX_BATCH, TX_STAGING_PAGES};
+pub use xennet_ring::netif::ETH_HLEN;

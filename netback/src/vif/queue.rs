@@ -11,22 +11,10 @@ use xennet_ring::{
 
 use super::counters::VifCounters;
 use super::error::VifError;
-use super::rx::RxPath;
+use super::peer::Peer;
+use super::rx::{RxPath, RX_STAGING_PAGES};
 use super::staging::StaticGrants;
-use super::tx::TxPath;
-
-/// Staging pages per queue for guest transmit (grant copies land here).
-pub const TX_STAGING_PAGES: usize = 96;
-/// Staging pages per queue for guest receive (frames are placed here, then copied out).
-pub const RX_STAGING_PAGES: usize = 48;
-/// Frames per guest-transmit grant-copy batch.
-pub const TX_BATCH: usize = 64;
-/// Frames kept for a guest that posts no buffers before newer ones are dropped.
-pub const RX_QUEUE_FRAMES: usize = 1024;
-/// A frame for the guest that waited this long for buffers is dropped (a guest that
-/// stops posting cannot make the backend hoard memory, XSA-392).
-pub const RX_STALL: Duration = Duration::from_secs(2);
-pub use xennet_ring::netif::ETH_HLEN;
+use super::tx::{TxPath, TX_STAGING_PAGES};
 
 /// What a queue is connected with: the frontend's ring refs and the kicks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,16 +25,6 @@ pub struct QueueSetup {
     pub tx_ring_ref: GrantRef,
     /// `rx-ring-ref`.
     pub rx_ring_ref: GrantRef,
-}
-
-/// What both paths of a queue read: the frontend, the platform's grant and memory
-/// operations, and the frontend's pages kept mapped (staging grants). Only the queue
-/// changes it (the control ring adds and removes staging grants).
-pub(super) struct Peer<G: GrantMap, M> {
-    pub(super) frontend: DomId,
-    pub(super) grants: G,
-    pub(super) memory: M,
-    pub(super) statics: StaticGrants<G::Mapping>,
 }
 
 /// One connected queue of a vif.

@@ -3,7 +3,7 @@
 //! it keeps mapped for us), answered in the slots of the requests they consume.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use xennet_ring::grant::{GnttabCopy, GnttabCopyPtr};
 use xennet_ring::memory::write_mapped;
@@ -14,8 +14,15 @@ use xennet_ring::{
 
 use super::counters::VifCounters;
 use super::error::VifError;
-use super::queue::{Peer, RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL};
+use super::peer::Peer;
 
+/// Staging pages per queue for guest receive (frames are placed here, then copied out).
+pub const RX_STAGING_PAGES: usize = 48;
+/// Frames kept for a guest that posts no buffers before newer ones are dropped.
+pub const RX_QUEUE_FRAMES: usize = 1024;
+/// A frame for the guest that waited this long for buffers is dropped (a guest that
+/// stops posting cannot make the backend hoard memory, XSA-392).
+pub const RX_STALL: Duration = Duration::from_secs(2);
 /// An rx slot written through a staging grant: no copy operation.
 const NO_OP: u32 = u32::MAX;
 /// Spare frame buffers kept for reuse.

@@ -24,13 +24,17 @@ use xennet_ring::{
 use super::counters::VifCounters;
 use super::credit::Credit;
 use super::error::VifError;
-use super::queue::{Peer, TX_BATCH};
+use super::peer::Peer;
 
 /// Status for a packet that is dropped but does not end the connection.
 const DROP_STATUS: i16 = NETIF_RSP_ERROR;
 /// Status for a delivered packet.
 const OK_STATUS: i16 = NETIF_RSP_OKAY;
 
+/// Staging pages per queue for guest transmit (grant copies land here).
+pub const TX_STAGING_PAGES: usize = 96;
+/// Frames per guest-transmit grant-copy batch.
+pub const TX_BATCH: usize = 64;
 /// A chain this long (data slots) ends the connection, as Linux's `fatal_skb_slots`.
 pub const FATAL_SLOTS: usize = 20;
 

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use xennet_ring::grant::{GrantError, GNTTAB_NR_RESERVED_ENTRIES};
@@ -17,8 +17,7 @@ use xennet_ring::{
 };
 
 use super::error::ShmError;
-use super::evtchn::EVTCHN_BYTES;
-use super::region::Region;
+use super::region::{Region, Regions, EVTCHN_BYTES, GRANT_ENTRY_BYTES};
 use super::runtime::{pid_alive, remove_domain_files, RuntimeDir};
 use xennet_ring::grant::flags;
 
@@ -26,54 +25,6 @@ use xennet_ring::grant::flags;
 pub const MAX_PAGES: u32 = 1 << 20;
 /// Largest grant table accepted (entries).
 pub const MAX_GRANT_ENTRIES: u32 = 1 << 16;
-/// Bytes per grant entry (`grant_entry_v1`).
-pub const GRANT_ENTRY_BYTES: usize = 8;
-
-/// The three shared regions of a domain.
-#[derive(Debug)]
-pub struct Regions {
-    /// The domain's id.
-    pub domid: DomId,
-    /// Its memory.
-    pub memory: Region,
-    /// Its grant table.
-    pub gnttab: Region,
-    /// Its event-channel page.
-    pub evtchn: Region,
-}
-
-impl Regions {
-    /// Pages of memory.
-    pub fn pages(&self) -> u32 {
-        (self.memory.len() / PAGE_SIZE) as u32
-    }
-
-    /// Grant entries.
-    pub fn grant_entries(&self) -> u32 {
-        (self.gnttab.len() / GRANT_ENTRY_BYTES) as u32
-    }
-
-    /// The combined flags/domid word of entry `gref`.
-    pub(crate) fn grant_word(&self, gref: GrantRef) -> Option<&AtomicU32> {
-        self.gnttab
-            .atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)?)
-    }
-
-    /// The frame word of entry `gref`.
-    pub(crate) fn grant_frame(&self, gref: GrantRef) -> Option<&AtomicU32> {
-        self.gnttab
-            .atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)? + 4)
-    }
-
-    /// Byte offset of `frame` + `offset`, if inside memory and the page.
-    pub(crate) fn frame_offset(&self, frame: u64, offset: usize, len: usize) -> Option<usize> {
-        if frame >= u64::from(self.pages()) || offset.checked_add(len)? > PAGE_SIZE {
-            return None;
-        }
-        Some(frame as usize * PAGE_SIZE + offset)
-    }
-}
-
 struct Inner {
     regions: Arc<Regions>,
     dir: Option<PathBuf>,

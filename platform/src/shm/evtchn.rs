@@ -16,14 +16,13 @@ use std::time::{Duration, Instant};
 use rustix::thread::futex;
 use xennet_ring::{DomId, Notify, Port};
 
-use super::copy::PeerDomain;
-use super::domain::{Domain, Regions};
+use super::domain::Domain;
 use super::error::ShmError;
+use super::peer::PeerDomain;
 use super::pending::{self, Word};
+use super::region::{Regions, EVTCHN_BYTES};
 use super::runtime::RuntimeDir;
 
-/// Size of a domain's event page.
-pub const EVTCHN_BYTES: usize = 4096;
 /// Byte offset of the first port record; records are 16 bytes.
 pub const PORTS_OFFSET: usize = 64;
 /// Ports per domain (port 0 is reserved, as in Xen).

@@ -13,15 +13,15 @@ mod copy;
 mod domain;
 mod error;
 mod evtchn;
+mod peer;
 pub mod pending;
 mod region;
 mod runtime;
 
-pub use copy::{GrantOps, Mapping, PeerDomain};
-pub use domain::{Domain, Regions, GRANT_ENTRY_BYTES, MAX_GRANT_ENTRIES, MAX_PAGES};
+pub use copy::{GrantOps, Mapping};
+pub use domain::{Domain, MAX_GRANT_ENTRIES, MAX_PAGES};
 pub use error::ShmError;
-pub use evtchn::{
-    state as port_state, EventChannels, EventPort, EVTCHN_BYTES, MAX_PORTS, PORTS_OFFSET,
-};
-pub use region::Region;
+pub use evtchn::{state as port_state, EventChannels, EventPort, MAX_PORTS, PORTS_OFFSET};
+pub use peer::PeerDomain;
+pub use region::{Region, Regions, EVTCHN_BYTES, GRANT_ENTRY_BYTES};
 pub use runtime::{pid_alive, RuntimeDir};

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU32};
 
+use xennet_ring::{DomId, GrantRef, PAGE_SIZE};
+
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::error::ShmError;
@@ -155,5 +157,55 @@ impl Region {
         let p = self.ptr(offset, 2)?;
         // SAFETY: as in `atomic_u32`, for a 2-aligned u16.
         Some(unsafe { &*(p.as_ptr() as *const AtomicU16) })
+    }
+}
+
+/// Size of a domain's event page.
+pub const EVTCHN_BYTES: usize = 4096;
+/// Bytes per grant entry (`grant_entry_v1`).
+pub const GRANT_ENTRY_BYTES: usize = 8;
+
+/// The three shared regions of a domain.
+#[derive(Debug)]
+pub struct Regions {
+    /// The domain's id.
+    pub domid: DomId,
+    /// Its memory.
+    pub memory: Region,
+    /// Its grant table.
+    pub gnttab: Region,
+    /// Its event-channel page.
+    pub evtchn: Region,
+}
+
+impl Regions {
+    /// Pages of memory.
+    pub fn pages(&self) -> u32 {
+        (self.memory.len() / PAGE_SIZE) as u32
+    }
+
+    /// Grant entries.
+    pub fn grant_entries(&self) -> u32 {
+        (self.gnttab.len() / GRANT_ENTRY_BYTES) as u32
+    }
+
+    /// The combined flags/domid word of entry `gref`.
+    pub(crate) fn grant_word(&self, gref: GrantRef) -> Option<&AtomicU32> {
+        self.gnttab
+            .atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)?)
+    }
+
+    /// The frame word of entry `gref`.
+    pub(crate) fn grant_frame(&self, gref: GrantRef) -> Option<&AtomicU32> {
+        self.gnttab
+            .atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)? + 4)
+    }
+
+    /// Byte offset of `frame` + `offset`, if inside memory and the page.
+    pub(crate) fn frame_offset(&self, frame: u64, offset: usize, len: usize) -> Option<usize> {
+        if frame >= u64::from(self.pages()) || offset.checked_add(len)? > PAGE_SIZE {
+            return None;
+        }
+        Some(frame as usize * PAGE_SIZE + offset)
     }
 }

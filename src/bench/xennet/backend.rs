@@ -12,9 +12,10 @@ use xennet_ring::DomId;
 use xennet_xenstore::{dom0_socket, XenbusState, XsClient};
 
 use crate::bench::{sys, Case, WorkerReport};
+use xennet_dom0::build::{guest_mac, DD_MAC};
 use xennet_dom0::dataplane::Dataplane;
 use xennet_dom0::side::{Back, Side};
-use xennet_dom0::up::{guest_mac, xenstore_dir, DD_MAC};
+use xennet_dom0::up::xenstore_dir;
 
 use super::*;
 

@@ -10,8 +10,9 @@ use xennet_ring::DomId;
 use xennet_xenstore::{domain_socket, XsClient};
 
 use crate::bench::{sys, Case, WorkerReport};
+use xennet_dom0::build::guest_mac;
 use xennet_dom0::side::Front;
-use xennet_dom0::up::{guest_mac, xenstore_dir};
+use xennet_dom0::up::xenstore_dir;
 
 use super::*;
 

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use xennet_xenstore::{dom0_socket, Xenstored, XsClient};
 
 use crate::bench::{Case, WorkerReport};
+use xennet_dom0::build::guest_mac;
 use xennet_dom0::nodes::VifNodes;
-use xennet_dom0::up::{guest_mac, xenstore_dir};
+use xennet_dom0::up::xenstore_dir;
 use xennet_switch::wire::{MacAddr, MacFmt};
 
 use super::*;

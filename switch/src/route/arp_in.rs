@@ -4,9 +4,9 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetProtocol};
 
 use super::{Iface, Router};
-use crate::fabric::PortTable;
 use crate::wire::build::{arp_frame, eth_frame, Arp};
 use crate::wire::{is_valid_source, Ipv4Address, MacAddr};
+use crate::PortTable;
 use crate::{Disposition, DropReason, Output, PortId};
 
 impl Router {

@@ -5,11 +5,11 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet};
 
 use super::Router;
 use crate::arp::{Enqueued, Waiting};
-use crate::fabric::PortTable;
 use crate::nat::Inbound;
 use crate::wire::build::{echo_reply, icmp_error, is_icmp_error_type};
 use crate::wire::checksum;
 use crate::wire::Ipv4Address;
+use crate::PortTable;
 use crate::{Disposition, DropReason, Output, PortId};
 
 /// Offsets in the IPv4 header.

@@ -31,9 +31,8 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 
 use super::arp::{ArpConfig, NeighbourTable};
-use super::fabric::{FabricError, PortTable};
 use super::nat::{NatConfig, NatTable};
-use super::{Disposition, DropReason, Output, Port, PortId, PortKind};
+use super::{Disposition, DropReason, FabricError, Output, Port, PortId, PortKind, PortTable};
 use crate::wire::{is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr};
 
 /// Router settings (route and NAT modes).
