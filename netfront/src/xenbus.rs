@@ -20,12 +20,19 @@
 //!
 //! Every value read from the backend's directory is read once and validated;
 //! a bad value is an error naming the node, never a panic.
+//!
+//! The handshake is written once over the platform: [`connect_with`] takes any
+//! granting platform and any [`EventChannelOps`], so the same code runs on the
+//! process platform ([`connect`]) and in Linux user space under real Xen
+//! (`xennet_platform::xenlinux`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xennet_platform::shm::{Domain, EventChannels, EventPort, ShmError};
+use xennet_platform::shm::{Domain, EventChannels, EventPort};
+use xennet_platform::EventChannelOps;
 use xennet_ring::{DomId, Port};
+use xennet_ring::{FrameAlloc, GrantAccess, LocalMemory};
 use xennet_xenstore::xenbus::{read_flag, read_num, read_opt_num, read_state, write_state};
 pub use xennet_xenstore::XenbusState;
 use xennet_xenstore::{NodeError, XsClient, XsError};
@@ -53,9 +60,9 @@ pub enum XenbusError {
     /// The frontend could not allocate or grant.
     #[error("frontend: {0}")]
     Front(FrontError),
-    /// Platform failure.
-    #[error(transparent)]
-    Shm(#[from] ShmError),
+    /// An event-channel operation of the platform failed.
+    #[error("event channel: {0}")]
+    Events(String),
 }
 
 /// What the frontend asks for.
@@ -110,8 +117,8 @@ fn bad(path: &str, value: &str, why: &'static str) -> XenbusError {
 }
 
 /// The connected device's XenStore side: watches the backend and performs the
-/// orderly close.
-pub struct FrontLink {
+/// orderly close. `E` is the platform's event channels.
+pub struct FrontLink<E = Arc<EventChannels>> {
     xs: XsClient,
     /// `/local/domain/<fe>/device/vif/<n>`.
     pub path: String,
@@ -123,7 +130,7 @@ pub struct FrontLink {
     pub ports: Vec<Port>,
     /// Our `event-channel-ctrl`, when a control ring was set up.
     pub ctrl_port: Option<Port>,
-    events: Arc<EventChannels>,
+    events: E,
     token: String,
     timeout: Duration,
 }
@@ -136,7 +143,27 @@ pub fn connect(
     events: &Arc<EventChannels>,
     opts: &FrontOptions,
 ) -> Result<(ShmFront, FrontLink), XenbusError> {
-    let me = domain.domid();
+    connect_with(xs, domain.clone(), domain.domid(), events, opts)
+}
+
+/// A connected netfront on platform `P` with event channels `E`, and its XenStore side.
+pub type Connected<P, E> = (Netfront<P, <E as EventChannelOps>::Notifier>, FrontLink<E>);
+
+/// The frontend handshake on any platform: `platform` grants the rings and buffers
+/// (its pages go to the backend named in XenStore), `me` is this domain's id and
+/// `events` allocates the channels.
+pub fn connect_with<P, E>(
+    xs: &XsClient,
+    platform: P,
+    me: DomId,
+    events: &E,
+    opts: &FrontOptions,
+) -> Result<Connected<P, E>, XenbusError>
+where
+    P: GrantAccess + FrameAlloc + LocalMemory,
+    E: EventChannelOps + Clone,
+{
+    let ev_err = |e: E::Error| XenbusError::Events(e.to_string());
     let dev = format!("/local/domain/{}/device/vif/{}", me.0, opts.devid);
     let backend = xs.read_string(&format!("{dev}/backend"))?;
     if !backend.starts_with('/') || backend.contains("..") {
@@ -200,15 +227,15 @@ pub fn connect(
             Ok(p) => ports.push(p),
             Err(e) => {
                 ports.iter().for_each(|p| events.close(*p));
-                return Err(e.into());
+                return Err(ev_err(e));
             }
         }
     }
     let kicks = ports
         .iter()
-        .map(|p| (events.port(*p), events.port(*p)))
+        .map(|p| (events.notifier(*p), events.notifier(*p)))
         .collect();
-    let mut front = match Netfront::new(domain.clone(), FrontConfig::new(backend_id, mac), kicks) {
+    let mut front = match Netfront::new(platform, FrontConfig::new(backend_id, mac), kicks) {
         Ok(f) => f,
         Err(e) => {
             ports.iter().for_each(|p| events.close(*p));
@@ -220,8 +247,8 @@ pub fn connect(
     if read_flag(xs, &format!("{backend}/feature-ctrl-ring"))? {
         let set_up = events
             .alloc_unbound(backend_id)
-            .map_err(XenbusError::from)
-            .and_then(|p| match front.enable_ctrl(events.port(p)) {
+            .map_err(ev_err)
+            .and_then(|p| match front.enable_ctrl(events.notifier(p)) {
                 Ok(r) => Ok((r, p)),
                 Err(e) => {
                     events.close(p);
@@ -286,7 +313,7 @@ pub fn connect(
         .map_err(XenbusError::from)
         .and_then(|()| wait_for(&[XenbusState::Connected]));
     if let Err(e) = connected {
-        link.release(front, false);
+        link.release(front);
         let _ = write_state(xs, &format!("{dev}/state"), XenbusState::Closed);
         return Err(e);
     }
@@ -305,7 +332,7 @@ pub enum Health {
     Gone(String),
 }
 
-impl FrontLink {
+impl<E: EventChannelOps> FrontLink<E> {
     /// Looks at queued watch events (cheap when there are none) and says whether
     /// the backend is still connected.
     pub fn check(&self) -> Health {
@@ -334,7 +361,10 @@ impl FrontLink {
     /// Orderly close: Closing, wait for the backend to let go (Closed, or gone),
     /// end every grant, close the channels, Closed. Returns grants still held
     /// by the backend (0 when it released everything).
-    pub fn close(self, front: ShmFront) -> usize {
+    pub fn close<P>(self, front: Netfront<P, E::Notifier>) -> usize
+    where
+        P: GrantAccess + FrameAlloc + LocalMemory,
+    {
         let state = format!("{}/state", self.path);
         let be_state = format!("{}/state", self.backend);
         let _ = write_state(&self.xs, &state, XenbusState::Closing);
@@ -360,22 +390,17 @@ impl FrontLink {
             }
         }
         let xs = self.xs.clone();
-        let leaked = self.release(front, false);
+        let leaked = self.release(front);
         let _ = write_state(&xs, &state, XenbusState::Closed);
         leaked
     }
 
-    /// The backend is dead (its process exited): reclaim what it held, as the
-    /// hypervisor does on domain death, and free everything. Returns grants that
-    /// could still not be ended (0 expected).
-    pub fn abandon(self, front: ShmFront) -> usize {
-        self.release(front, true)
-    }
-
-    fn release(self, front: ShmFront, backend_dead: bool) -> usize {
-        if backend_dead {
-            front.platform().reclaim_from_dead_peer(self.backend_id);
-        }
+    /// Ends every grant, closes the channels and the watch. Returns grants the
+    /// backend still held.
+    fn release<P>(self, front: Netfront<P, E::Notifier>) -> usize
+    where
+        P: GrantAccess + FrameAlloc + LocalMemory,
+    {
         let (_, leaked) = front.close();
         for p in self.ports.iter().chain(&self.ctrl_port) {
             self.events.close(*p);
@@ -384,6 +409,16 @@ impl FrontLink {
             .xs
             .unwatch(&format!("{}/state", self.backend), &self.token);
         leaked
+    }
+}
+
+impl FrontLink {
+    /// The backend is dead (its process exited): reclaim what it held, as the
+    /// hypervisor does on domain death, and free everything. Returns grants that
+    /// could still not be ended (0 expected).
+    pub fn abandon(self, front: ShmFront) -> usize {
+        front.platform().reclaim_from_dead_peer(self.backend_id);
+        self.release(front)
     }
 }
 

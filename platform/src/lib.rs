@@ -12,8 +12,11 @@
 //! XenStore is its own crate, `xennet-xenstore`.
 #![warn(missing_docs)]
 
+mod event;
 pub mod shm;
 #[cfg(all(feature = "xen", target_arch = "x86_64"))]
 pub mod xen;
 #[cfg(all(feature = "xenlinux", target_os = "linux"))]
 pub mod xenlinux;
+
+pub use event::EventChannelOps;

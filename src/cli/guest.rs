@@ -10,9 +10,14 @@ use super::*;
 pub(crate) struct GuestArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// This guest's domain id.
+    /// This guest's domain id (shm; on real Xen it comes from XenStore).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32767))]
-    domid: u16,
+    domid: Option<u16>,
+    /// Where the drivers run: `shm` (plain processes, with `xennet up`) or
+    /// `xenlinux` (Linux user space in a Xen domU, against the backend `xl` gave the
+    /// device; the domU's xen-netfront must not be loaded).
+    #[arg(long, default_value = "shm", value_parser = ["shm", "xenlinux"])]
+    platform: String,
     /// xl vif spec, e.g. `mac=00:16:3e:00:00:05,ip=128.153.144.210`.
     #[arg(long, default_value = "")]
     vif: String,
@@ -54,7 +59,16 @@ pub(crate) fn cli_guest(a: GuestArgs) -> ExitCode {
         eprintln!("xennet guest: {what} {v:?} is not valid");
         ExitCode::from(2)
     };
-    let mut opts = xennet::guest::GuestOptions::new(a.dir.dir(), a.domid);
+    let xen = a.platform == "xenlinux";
+    let domid = match (a.domid, xen) {
+        (Some(d), _) => d,
+        (None, true) => 0,
+        (None, false) => {
+            eprintln!("xennet guest: --domid is required with --platform shm");
+            return ExitCode::from(2);
+        }
+    };
+    let mut opts = xennet::guest::GuestOptions::new(a.dir.dir(), domid);
     opts.vif = a.vif.clone();
     opts.queues = usize::from(a.queues);
     if let Some(ip) = &a.ip {
@@ -102,7 +116,12 @@ pub(crate) fn cli_guest(a: GuestArgs) -> ExitCode {
     opts.serve = a.serve || (opts.pings.is_empty() && opts.tcp_echo.is_none());
     opts.wait = std::time::Duration::from_secs(a.wait);
     install_stop_handler();
-    match xennet::guest::run(&opts, &STOP) {
+    let run = if xen {
+        xennet::guest::xen::run
+    } else {
+        xennet::guest::run
+    };
+    match run(&opts, &STOP) {
         Ok(rep) => {
             print!("{}", rep.text);
             if rep.ok(opts.expect_loss) {
@@ -112,7 +131,7 @@ pub(crate) fn cli_guest(a: GuestArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("xennet guest {}: {e}", a.domid);
+            eprintln!("xennet guest {domid}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -95,10 +95,58 @@ struct Pending {
     msg: Vec<u8>,
 }
 
+/// xenstored's socket in domain 0 on a real Xen host.
+pub const XENSTORED_SOCKET: &str = "/run/xenstored/socket";
+/// The xenbus device of a Linux domain on a real Xen host.
+pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
+
+/// What a client talks over: a daemon's unix socket, or a Xen domain's xenbus device.
+enum Stream {
+    Unix(UnixStream),
+    Device(std::fs::File),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+            Stream::Device(f) => Stream::Device(f.try_clone()?),
+        })
+    }
+
+    /// Ends the connection for the daemon and wakes a reader blocked on a socket.
+    fn shutdown(&self) {
+        if let Stream::Unix(s) = self {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Device(f) => f.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Device(f) => f.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The current connection.
 struct Link {
     /// `None` while reconnecting (and once closed).
-    stream: Option<UnixStream>,
+    stream: Option<Stream>,
     /// Bumped on every reconnect; a transaction belongs to one epoch.
     epoch: u64,
 }
@@ -129,7 +177,7 @@ impl Drop for Inner {
         // read(): shutting the socket down ends it, and tells the daemon to drop
         // the connection (its threads and watches) too.
         if let Some(w) = &lock(&self.link).stream {
-            let _ = w.shutdown(std::net::Shutdown::Both);
+            w.shutdown();
         }
     }
 }
@@ -162,7 +210,7 @@ impl XsClient {
     /// daemon goes away (`None`: the first loss closes the client).
     pub fn connect_with(path: impl AsRef<Path>, window: Option<Duration>) -> Result<Self, XsError> {
         let path = path.as_ref();
-        let stream = UnixStream::connect(path)?;
+        let stream = Stream::Unix(UnixStream::connect(path)?);
         Self::start(stream, window.map(|w| (path.to_path_buf(), w)))
     }
 
@@ -173,10 +221,42 @@ impl XsClient {
 
     /// Uses an already connected socket (never reconnects).
     pub fn from_stream(stream: UnixStream) -> Result<Self, XsError> {
-        Self::start(stream, None)
+        Self::start(Stream::Unix(stream), None)
     }
 
-    fn start(stream: UnixStream, reconnect: Option<(PathBuf, Duration)>) -> Result<Self, XsError> {
+    /// Opens a Xen domain's xenbus device (`/dev/xen/xenbus` in a Linux domU, where
+    /// the kernel relays the same xs_wire messages to xenstored). Never reconnects.
+    /// Its reader thread blocks in `read()` on the device and ends with the process
+    /// (a device read cannot be interrupted the way a socket is shut down).
+    pub fn open_xenbus(path: impl AsRef<Path>) -> Result<Self, XsError> {
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path.as_ref())?;
+        Self::start(Stream::Device(dev), None)
+    }
+
+    /// XenStore on a real Xen host, as libxenstore finds it: `XENSTORED_PATH`, else
+    /// xenstored's socket (domain 0, `/run/xenstored/socket`), else the xenbus
+    /// device (`/dev/xen/xenbus`, any domain).
+    pub fn open_xen() -> Result<Self, XsError> {
+        if let Some(p) = std::env::var_os("XENSTORED_PATH") {
+            let p = PathBuf::from(p);
+            return if p.starts_with("/dev") {
+                Self::open_xenbus(p)
+            } else {
+                Self::connect_with(p, None)
+            };
+        }
+        for sock in [XENSTORED_SOCKET, "/var/run/xenstored/socket"] {
+            if Path::new(sock).exists() {
+                return Self::connect_with(sock, None);
+            }
+        }
+        Self::open_xenbus(XENBUS_DEVICE)
+    }
+
+    fn start(stream: Stream, reconnect: Option<(PathBuf, Duration)>) -> Result<Self, XsError> {
         let reader = stream.try_clone()?;
         let (ev_tx, ev_rx) = mpsc::channel();
         let inner = Arc::new(Inner {
@@ -623,7 +703,7 @@ enum Ended {
 
 /// The reader thread: reads replies and events; reconnects when the daemon
 /// goes away, if the client may; closes the client when it gives up.
-fn run_reader(mut stream: UnixStream, weak: Weak<Inner>, events: mpsc::Sender<WatchEvent>) {
+fn run_reader(mut stream: Stream, weak: Weak<Inner>, events: mpsc::Sender<WatchEvent>) {
     let mut epoch = 0;
     loop {
         if let Ended::Owner = read_loop(&mut stream, &weak, &events, epoch) {
@@ -651,7 +731,7 @@ impl Inner {
         self.closed.store(true, Ordering::Release);
         let mut link = lock(&self.link);
         if let Some(s) = link.stream.take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            s.shutdown();
         }
         for (_, p) in lock(&self.pending).drain() {
             let _ = p.reply.send((Err(XsError::Closed), link.epoch));
@@ -662,14 +742,14 @@ impl Inner {
     /// Reconnects to the socket within the window; the new stream to read and
     /// its epoch, or `None` to give up (no reconnecting, the socket is gone,
     /// the window passed, or the client was dropped meanwhile).
-    fn reconnect_now(self: &Arc<Self>) -> Option<(UnixStream, u64)> {
+    fn reconnect_now(self: &Arc<Self>) -> Option<(Stream, u64)> {
         let (path, window) = self.reconnect.as_ref()?;
         lock(&self.link).stream = None;
         let deadline = Instant::now() + *window;
         loop {
             match UnixStream::connect(path) {
                 Ok(s) => {
-                    if let Some(r) = self.resume(s) {
+                    if let Some(r) = self.resume(Stream::Unix(s)) {
                         return Some(r);
                     }
                 }
@@ -688,7 +768,7 @@ impl Inner {
 
     /// On a new connection: registers the watches again and sends again the
     /// requests still waiting; `None` if the connection fails meanwhile.
-    fn resume(&self, s: UnixStream) -> Option<(UnixStream, u64)> {
+    fn resume(&self, s: Stream) -> Option<(Stream, u64)> {
         let reader = s.try_clone().ok()?;
         let mut w = s;
         let mut link = lock(&self.link);
@@ -730,7 +810,7 @@ impl Inner {
 }
 
 fn read_loop(
-    r: &mut UnixStream,
+    r: &mut Stream,
     inner: &Weak<Inner>,
     events: &mpsc::Sender<WatchEvent>,
     epoch: u64,

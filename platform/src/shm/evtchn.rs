@@ -356,3 +356,23 @@ impl Notify for EventPort {
         self.channels.notify(self.port);
     }
 }
+impl crate::EventChannelOps for Arc<EventChannels> {
+    type Notifier = EventPort;
+    type Error = ShmError;
+
+    fn alloc_unbound(&self, remote: DomId) -> Result<Port, ShmError> {
+        EventChannels::alloc_unbound(self, remote)
+    }
+
+    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port, ShmError> {
+        EventChannels::bind_interdomain(self, remote, remote_port)
+    }
+
+    fn notifier(&self, port: Port) -> EventPort {
+        EventChannels::port(self, port)
+    }
+
+    fn close(&self, port: Port) {
+        EventChannels::close(self, port)
+    }
+}

@@ -382,6 +382,27 @@ impl Notify for EventPort {
     }
 }
 
+impl crate::EventChannelOps for Arc<EventChannels> {
+    type Notifier = EventPort;
+    type Error = XenLinuxError;
+
+    fn alloc_unbound(&self, remote: DomId) -> Result<Port, XenLinuxError> {
+        EventChannels::alloc_unbound(self, remote)
+    }
+
+    fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port, XenLinuxError> {
+        EventChannels::bind_interdomain(self, remote, remote_port)
+    }
+
+    fn notifier(&self, port: Port) -> EventPort {
+        EventChannels::port(self, port)
+    }
+
+    fn close(&self, port: Port) {
+        EventChannels::close(self, port)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

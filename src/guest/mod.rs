@@ -24,7 +24,9 @@ use xennet_dom0::control;
 use xennet_dom0::stack::{GuestStack, PingReport};
 use xennet_dom0::up::xenstore_dir;
 use xennet_switch::uplink::tap::TapDevice;
-use xennet_switch::uplink::Endpoint;
+
+mod script;
+pub mod xen;
 
 /// What a guest does.
 #[derive(Clone, Debug)]
@@ -94,6 +96,9 @@ pub enum GuestError {
     /// XenStore.
     #[error("xenstore: {0}")]
     Xs(#[from] xennet_xenstore::XsError),
+    /// A XenStore node was missing or unusable.
+    #[error("xenstore: {0}")]
+    Node(#[from] xennet_xenstore::NodeError),
     /// The driver domain's reply made no sense.
     #[error("driver domain reply: {0}")]
     Reply(String),
@@ -250,34 +255,6 @@ impl Guest {
     }
 }
 
-/// Moves frames between the TAP device and the netfront for up to `limit`.
-/// Frames the ring cannot take right now are counted, as a NIC would drop them.
-fn pump_tap(
-    front: &mut ShmFront,
-    tap: &mut TapDevice,
-    events: &EventChannels,
-    limit: Duration,
-    dropped: &mut u64,
-) {
-    let until = Instant::now() + limit;
-    let now = smoltcp::time::Instant::ZERO;
-    while Instant::now() < until {
-        let mut moved = false;
-        tap.poll(now, &mut |f| {
-            moved = true;
-            if front.send(f).is_err() {
-                *dropped += 1;
-            }
-        });
-        moved |= front.poll_tx().unwrap_or(0) > 0;
-        moved |= front.receive(64, |f, _| tap.receive(now, f)).unwrap_or(0) > 0;
-        if !moved && !front.final_check().unwrap_or(false) {
-            // The TAP has no event channel: look at it every millisecond.
-            events.wait(Some(Duration::from_millis(1)));
-        }
-    }
-}
-
 /// Runs the guest until its script is done (and, with `serve`, until `stop`).
 pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestError> {
     let rt = RuntimeDir::new(&opts.dir)?;
@@ -297,67 +274,8 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     let mut wait = move |d: Duration| {
         ev.wait(Some(d));
     };
-    let interval = Duration::from_millis(100);
-    let pings = if matches!(conn.guest, Guest::Smoltcp(_)) {
-        &opts.pings[..]
-    } else {
-        &[]
-    };
-    for (i, target) in pings.iter().enumerate() {
-        let Guest::Smoltcp(stack) = &mut conn.guest else {
-            break;
-        };
-        if i > 0 {
-            // smoltcp sends at most one ARP request per second for the whole
-            // interface; without this pause the next target's first echoes would
-            // wait for that window and their round trips would show it.
-            stack.serve_for(Duration::from_secs(1), &mut wait);
-        }
-        let _ = writeln!(rep.text, "\nguest {} pings {target}:", opts.domid);
-        let p = stack.ping(
-            *target,
-            opts.count,
-            interval,
-            Duration::from_secs(1),
-            &mut wait,
-        );
-        let _ = writeln!(rep.text, "{p}");
-        rep.pings.push(p);
-    }
-    if let (Some((addr, port)), Guest::Smoltcp(stack)) = (opts.tcp_echo, &mut conn.guest) {
-        let payload = b"xennet: frames through netfront, the shared rings and netback";
-        let _ = writeln!(
-            rep.text,
-            "\nguest {} opens a TCP connection to {addr}:{port} (echo):",
-            opts.domid
-        );
-        let ok = match stack.tcp_exchange(
-            addr,
-            port,
-            payload,
-            false,
-            Duration::from_secs(3),
-            &mut wait,
-        ) {
-            Ok(back) if back == payload => {
-                let _ = writeln!(rep.text, "echoed {} bytes intact", back.len());
-                true
-            }
-            Ok(back) => {
-                let _ = writeln!(
-                    rep.text,
-                    "echo returned {} of {} bytes",
-                    back.len(),
-                    payload.len()
-                );
-                false
-            }
-            Err(e) => {
-                let _ = writeln!(rep.text, "echo failed: {e}");
-                false
-            }
-        };
-        rep.tcp_echo_ok = Some(ok);
+    if let Guest::Smoltcp(stack) = &mut conn.guest {
+        script::run(stack, opts, &mut wait, &mut rep);
     }
     if opts.serve {
         print!("{}", std::mem::take(&mut rep.text));
@@ -366,10 +284,12 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                 (Guest::Smoltcp(stack), _) => {
                     stack.serve_for(Duration::from_millis(100), &mut wait)
                 }
-                (Guest::Tap(front), Some(tap)) => pump_tap(
+                (Guest::Tap(front), Some(tap)) => script::pump_tap(
                     front,
                     tap,
-                    &events,
+                    &mut |d| {
+                        events.wait(Some(d));
+                    },
                     Duration::from_millis(100),
                     &mut tap_dropped,
                 ),
