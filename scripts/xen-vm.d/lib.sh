@@ -50,11 +50,12 @@ ping_wait() { retry "$2" ping -c 1 -W 1 "$1" >/dev/null; }
 
 # ---- dom0 only ----------------------------------------------------------------------
 
-# domu_create [--nowait] NAME [ARG...]: create PV domain NAME.  Each ARG is either
-# xenvm.KEY=VALUE (put on the domU kernel command line: xenvm.netfront=kernel|none,
-# default kernel; xenvm.run=SCRIPT runs the domU part /scenario/SCRIPT) or an xl config
-# line ("vif = [ 'bridge=xenbr0' ]", "memory = 512", ...), which replaces the default of
-# the same key.  Defaults: type pv, kernel /host/kernel, ramdisk /host/domu.cpio,
+# domu_create [--nowait] NAME [ARG...]: create PV domain NAME.  An ARG whose key has a dot
+# goes on the domU kernel command line: xenvm.netfront=kernel|none (default kernel),
+# xenvm.run=SCRIPT (runs the domU part /scenario/SCRIPT), or a module option such as
+# xen_gntalloc.limit=4096 (modprobe reads it from there).  Any other ARG is an xl config
+# line ("vif = [ 'bridge=xenbr0' ]", "memory = 512", ...) and replaces the default of the
+# same key.  Defaults: type pv, kernel /host/kernel, ramdisk /host/domu.cpio,
 # memory 256, vcpus 1.  Without --nowait it returns when `xl create` does (xl waits for
 # the vifs' hotplug scripts, and for a user-space backend until something sets the
 # backend state); with --nowait, `xl create` goes on in the background (its output in
@@ -68,9 +69,12 @@ domu_create() {
   _d_lines=""
   _d_nf=""
   for _d_a in "$@"; do
-    case $_d_a in
-      xenvm.netfront=*) _d_nf=1; _d_extra="$_d_extra $_d_a" ;;
-      xenvm.*=*) _d_extra="$_d_extra $_d_a" ;;
+    _d_k=${_d_a%%=*}
+    case $_d_k in
+      *" "*|"$_d_a") _d_lines="$_d_lines$_d_a
+" ;;                                   # an xl config line
+      xenvm.netfront) _d_nf=1; _d_extra="$_d_extra $_d_a" ;;
+      *.*) _d_extra="$_d_extra $_d_a" ;; # xenvm.KEY=V or a module option (MODULE.PARAM=V)
       *) _d_lines="$_d_lines$_d_a
 " ;;
     esac
