@@ -1,4 +1,4 @@
-# Shell library for xen-vm scenarios (POSIX sh: bash in dom0, busybox sh in a domU).
+# Shell library for xen-vm scenarios (sourced by bash in dom0 and in a domU).
 # dom0: . /host/lib.sh      domU: . /xenvm/lib.sh
 # Check lines go to stdout as "XENVM: ok   NAME" / "XENVM: FAIL NAME: WHY"; the host strips
 # the marker.  Set PAIR="A <-> B" to prefix every check name with "A <-> B: ".

@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # domU part of scenarios/linux-linux.sh: Linux's xen-netfront drives eth0.
 . /xenvm/lib.sh
 PAIR="Linux xen-netfront <-> Linux xen-netback"
