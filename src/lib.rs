@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod check;
 pub mod demo;
 pub mod guest;
 pub mod procs;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 use cli::bench::{bench, BenchArgs, WorkerArgs};
+use cli::check::{cli_check, CheckArgs};
 use cli::demo::{demo, DemoArgs};
 use cli::guest::{cli_guest, GuestArgs};
 use cli::soak::{cli_soak, SoakArgs};
@@ -56,6 +57,9 @@ enum Command {
     XenstoreIntroduce(IntroduceArgs),
     /// Sustained traffic with guest restarts and kills; reports RSS and counters.
     Soak(SoakArgs),
+    /// The platform against a real hypervisor: grant-copy statuses and event coalescing
+    /// between a domU (`grant`) and dom0 (`copy`), compared with the shm platform.
+    PlatformCheck(CheckArgs),
     /// One side of one benchmark case (internal).
     #[command(hide = true)]
     BenchWorker(WorkerArgs),
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Command::Down(a) => control(&a.dir(), &["down"]),
         Command::Xenstored(a) => cli_xenstored(&a),
         Command::XenstoreIntroduce(a) => cli_introduce(&a),
+        Command::PlatformCheck(a) => cli_check(a),
         Command::Demo(args) => demo(args),
         Command::Bench(args) => bench(args),
         Command::BenchWorker(w) => {

@@ -15,6 +15,7 @@ pub mod build;
 pub mod control;
 pub mod dataplane;
 pub mod nodes;
+pub mod platform_check;
 pub mod process;
 pub mod side;
 pub mod stack;

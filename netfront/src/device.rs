@@ -193,16 +193,36 @@ where
 
     /// The backend is Connected with these features: post receive buffers and start.
     pub fn connect(&mut self, features: Features) {
+        self.prepare(features);
+        self.backend_connected();
+    }
+
+    /// Before the backend connects (the XenStore handshake goes Connected first, as
+    /// Linux netfront does and Linux netback expects): take the features and post
+    /// receive buffers.
+    pub fn prepare(&mut self, features: Features) {
         self.features = features;
         self.state = LinkState::Connected;
         for q in &mut self.queues {
             q.refill_rx(&mut self.counters);
         }
+    }
+
+    /// The backend is Connected: start the control-ring script.
+    pub fn backend_connected(&mut self) {
         if let Some(c) = self.ctrl.as_mut() {
             c.start(self.queues.len());
         }
         if let Err(e) = self.drive_ctrl() {
             self.fail(e);
+        }
+    }
+
+    /// Kick the backend through every queue's channels: after a handshake, since
+    /// kicks sent before the backend bound its channels reached nobody.
+    pub fn kick_all(&mut self) {
+        for q in &self.queues {
+            q.kick(&mut self.counters);
         }
     }
 

@@ -236,6 +236,13 @@ impl<N: Notify> Queue<N> {
     }
 
     /// Publish queued tx requests; kick the backend if its event index asks.
+    /// Notify the backend through both channels (the same one twice when shared).
+    pub(crate) fn kick(&self, counters: &mut FrontCounters) {
+        self.tx_kick.notify();
+        self.rx_kick.notify();
+        counters.notify_sent += 2;
+    }
+
     pub(crate) fn flush_tx(&mut self, counters: &mut FrontCounters) {
         if self.tx.push_requests_and_check_notify() {
             self.tx_kick.notify();

@@ -8,10 +8,11 @@
 //!             one transaction: tx-ring-ref, rx-ring-ref, event-channel (or
 //!             queue-N/...), ctrl-ring-ref and event-channel-ctrl (if the backend
 //!             offers feature-ctrl-ring), request-rx-copy, feature-rx-notify,
-//!             feature-sg, feature-gso-tcpv4, multi-queue-num-queues; state
-//!             Initialised (3)
+//!             feature-sg, feature-gso-tcpv4, multi-queue-num-queues; receive
+//!             buffers posted; state Connected (4), as Linux netfront does it
+//!             (Linux netback connects on Connected and ignores Initialised)
 //!  backend:   maps the rings, binds the channels, state Connected (4)
-//!  frontend:  posts receive buffers, state Connected (4); over the control ring:
+//!  frontend:  kicks every queue once; over the control ring:
 //!             GET_GREF_MAPPING_SIZE + ADD_GREF_MAPPING per queue (staging grants),
 //!             Toeplitz hash settings when there are several queues
 //!  close:     frontend Closing (5) -> backend Closed (6) -> frontend ends every
@@ -276,6 +277,10 @@ where
         timeout: opts.timeout,
     };
     let refs = front.queue_refs();
+    // Receive buffers go up before the backend connects; the frontend then says
+    // Connected in the same transaction as its keys, as Linux netfront does (Linux
+    // netback connects on the frontend's Connected, not on Initialised).
+    front.prepare(features);
     let publish = xs.transact(|tx| {
         let put = |k: &str, v: String| tx.write(&format!("{dev}/{k}"), v);
         if queues == 1 {
@@ -307,7 +312,7 @@ where
             "feature-gso-tcpv4",
             u8::from(features.gso_tcpv4).to_string(),
         )?;
-        put("state", XenbusState::Initialised.as_u8().to_string())
+        put("state", XenbusState::Connected.as_u8().to_string())
     });
     let connected = publish
         .map_err(XenbusError::from)
@@ -317,9 +322,8 @@ where
         let _ = write_state(xs, &format!("{dev}/state"), XenbusState::Closed);
         return Err(e);
     }
-    let mut front = front;
-    front.connect(features);
-    write_state(xs, &format!("{dev}/state"), XenbusState::Connected)?;
+    front.backend_connected();
+    front.kick_all();
     Ok((front, link))
 }
 

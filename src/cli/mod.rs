@@ -2,6 +2,7 @@
 //! instance directory, the switch options, the stop signal, control requests) is here.
 
 pub(crate) mod bench;
+pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod guest;
 pub(crate) mod soak;
