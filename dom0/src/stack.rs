@@ -210,7 +210,7 @@ impl<D: Device> GuestStack<D> {
             let _ = iface.routes_mut().add_default_ipv4_route(gw);
         }
         let mut sockets = SocketSet::new(Vec::new());
-        let echo = sockets.add(tcp_socket(16 * 1024));
+        let echo = sockets.add(tcp_socket(64 * 1024));
         let http = sockets.add(tcp_socket(4 * 1024));
         let icmp = sockets.add(icmp::Socket::new(
             icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0; 16 * 1024]),
@@ -289,12 +289,17 @@ impl<D: Device> GuestStack<D> {
             let _ = req.answer(icmp);
         }
         let echo = self.sockets.get_mut::<tcp::Socket>(self.echo);
-        if echo.can_recv() && echo.can_send() {
-            let mut buf = [0u8; 2048];
+        // Move everything that fits now: one small chunk per poll starved a bulk
+        // transfer (a wake-up per 2 KiB).
+        let mut buf = [0u8; 4096];
+        while echo.can_recv() && echo.can_send() {
             let room = echo.send_capacity() - echo.send_queue();
             let want = room.min(buf.len());
-            if let Ok(n) = echo.recv_slice(&mut buf[..want]) {
-                let _ = echo.send_slice(&buf[..n]);
+            match echo.recv_slice(&mut buf[..want]) {
+                Ok(n) if n > 0 => {
+                    let _ = echo.send_slice(&buf[..n]);
+                }
+                _ => break,
             }
         }
         if !echo.may_recv() && echo.may_send() {

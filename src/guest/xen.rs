@@ -90,6 +90,9 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     let xs = XsClient::open_xen()?;
     // The xenbus device resolves relative paths in this domain's directory.
     let me = DomId(read_num::<u16>(&xs, "domid")?);
+    let mut opts = opts.clone();
+    opts.domid = me.0;
+    let opts = &opts;
     let dev = Device {
         me,
         path: format!("/local/domain/{}/device/vif/0", me.0),
