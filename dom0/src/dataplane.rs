@@ -4,13 +4,15 @@
 //! One loop, event-driven: it works while any vif or endpoint has work, then arms every
 //! ring's event index and sleeps on the domain's event channels until a frontend kicks
 //! or the switch's next timer is due.
+//!
+//! The plane is written once over the platform ([`Plane`] over any
+//! [`DriverPlatform`]); [`Dataplane`] is the process platform's.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
 use smoltcp::time::Instant;
 use xennet_netback::vif::VifCounters;
-use xennet_platform::shm::EventChannels;
 use xennet_ring::Port;
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::domain::DriverDomain;
@@ -18,7 +20,8 @@ use xennet_switch::wire::MacAddr;
 use xennet_switch::{Mode, Output, PortConfig, PortId, PortKind};
 
 use crate::build::{driver_domain, BuildError};
-use crate::side::{Back, Side};
+use crate::platform::{DriverPlatform, PlatformVif};
+use crate::side::Side;
 
 /// Frames taken from one vif per pass before others get a turn.
 const TX_BUDGET: usize = 256;
@@ -32,11 +35,11 @@ pub const THROTTLE: Duration = Duration::from_millis(10);
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
 /// A vif attached to a switch port.
-pub struct VifPort {
+pub struct VifPort<P: DriverPlatform = Side> {
     /// The switch port (`vif<domid>.<devid>`).
     pub port: PortId,
     /// The backend device.
-    pub vif: Back,
+    pub vif: PlatformVif<P>,
     /// Its event-channel ports (backend side).
     pub events: Vec<Port>,
     /// It kicked us since the last pass.
@@ -49,14 +52,21 @@ pub struct VifPort {
     pass_start: VifCounters,
 }
 
-/// netback + switch.
-pub struct Dataplane {
+/// A guest for [`Plane::bridged`]: its domain, its MAC, its connected vif and that
+/// vif's backend ports.
+pub type BridgedVif<P> = (u16, [u8; 6], PlatformVif<P>, Vec<Port>);
+
+/// netback + switch, on the process platform.
+pub type Dataplane = Plane<Side>;
+
+/// netback + switch, on platform `P`.
+pub struct Plane<P: DriverPlatform = Side> {
     /// The driver domain's platform.
-    pub side: Side,
+    pub side: P,
     /// The switch with its endpoints and captures.
     pub dd: DriverDomain,
     /// Connected vifs.
-    pub vifs: Vec<VifPort>,
+    pub vifs: Vec<VifPort<P>>,
     /// Counters of vifs that were removed.
     pub departed: Vec<(String, VifCounters)>,
     epoch: StdInstant,
@@ -66,12 +76,12 @@ pub struct Dataplane {
     woken: Vec<Port>,
 }
 
-impl VifPort {
+impl<P: DriverPlatform> VifPort<P> {
     /// After a pass: a kick that found nothing to do (no frame or error either way, no
     /// control request, no rate-limit wait) is spurious; [`SPURIOUS_LIMIT`] of them in a row
     /// mask its channels for [`THROTTLE`] (counted), as Linux's late-EOI handling
     /// throttles an event storm (XSA-332).
-    fn note_pass(&mut self, events: &EventChannels, now: StdInstant) {
+    fn note_pass(&mut self, platform: &P, now: StdInstant) {
         if !std::mem::take(&mut self.woken) {
             return;
         }
@@ -94,7 +104,7 @@ impl VifPort {
             self.masked_until = Some(now + THROTTLE);
             self.vif.note_throttled();
             for p in &self.events {
-                events.mask(*p);
+                platform.mask(*p);
             }
             tracing::warn!(vif = %self.vif.name(), "event storm: channel throttled");
         }
@@ -116,10 +126,10 @@ impl Output for ToVifs<'_> {
     }
 }
 
-impl Dataplane {
+impl<P: DriverPlatform> Plane<P> {
     /// A data plane over a switch; vifs are added as guests connect.
-    pub fn new(side: Side, dd: DriverDomain) -> Dataplane {
-        Dataplane {
+    pub fn new(side: P, dd: DriverDomain) -> Self {
+        Plane {
             side,
             dd,
             vifs: Vec::new(),
@@ -134,12 +144,9 @@ impl Dataplane {
     /// A bridge-mode data plane (learning bridge `xenbr0`, a simulated uplink host)
     /// with each of `vifs` — (guest domain, guest MAC, connected vif, its backend
     /// ports) — on its own switch port `vif<domid>.0`, as `xennet up` attaches guests.
-    pub fn bridged(
-        side: Side,
-        vifs: Vec<(u16, [u8; 6], Back, Vec<Port>)>,
-    ) -> Result<Self, BuildError> {
+    pub fn bridged(side: P, vifs: Vec<BridgedVif<P>>) -> Result<Self, BuildError> {
         let dd = driver_domain(Mode::Bridge, true, &UplinkSpec::Sim)?;
-        let mut plane = Dataplane::new(side, dd);
+        let mut plane = Plane::new(side, dd);
         for (domid, mac, vif, ports) in vifs {
             let cfg = PortConfig {
                 peer_mac: Some(MacAddr(mac)),
@@ -161,7 +168,7 @@ impl Dataplane {
     }
 
     /// Attach a connected vif to its switch port.
-    pub fn add_vif(&mut self, port: PortId, vif: Back, events: Vec<Port>) {
+    pub fn add_vif(&mut self, port: PortId, vif: PlatformVif<P>, events: Vec<Port>) {
         tracing::info!(vif = %vif.name(), "vif connected");
         self.vifs.push(VifPort {
             port,
@@ -179,7 +186,7 @@ impl Dataplane {
         let i = self.vifs.iter().position(|v| v.port == port)?;
         let v = self.vifs.remove(i);
         for p in &v.events {
-            self.side.events.close(*p);
+            self.side.close(*p);
         }
         let name = v.vif.name();
         let counters = v.vif.close();
@@ -245,7 +252,7 @@ impl Dataplane {
                 Ok(n) => moved |= n > 0,
                 Err(_) => broken.push(v.port),
             }
-            v.note_pass(&self.side.events, snow);
+            v.note_pass(&self.side, snow);
         }
         for port in broken {
             self.remove_vif(port);
@@ -264,7 +271,7 @@ impl Dataplane {
                 v.masked_until = None;
                 v.spurious = 0;
                 for p in &v.events {
-                    self.side.events.unmask(*p);
+                    self.side.unmask(*p);
                 }
             }
         }
@@ -287,7 +294,7 @@ impl Dataplane {
             }
         }
         self.woken.clear();
-        self.side.events.wait_into(Some(sleep), &mut self.woken);
+        self.side.wait_into(Some(sleep), &mut self.woken);
         for p in &self.woken {
             for v in &mut self.vifs {
                 if let Some(i) = v.events.iter().position(|e| e == p) {

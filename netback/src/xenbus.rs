@@ -1,19 +1,23 @@
-//! The backend half of the XenStore handshake, as Linux netback does it, on the
-//! process platform.
+//! The backend half of the XenStore handshake, as Linux netback does it, on any
+//! platform.
 //!
 //! The driver domain calls [`probe`] when the toolstack has written a device's
 //! backend directory: it advertises the features and goes InitWait. When the
 //! frontend reaches Initialised, [`BackendDevice::read_frontend`] reads the ring
 //! references and channels (each node once, validated) and
-//! [`BackendDevice::connect`] maps the rings and binds the channels; the caller
-//! then attaches the vif to its switch and sets Connected. A frontend that does
-//! not set `request-rx-copy` is refused, as Linux refuses it.
+//! [`BackendDevice::connect_with`] maps the rings and binds the channels over any
+//! granting platform and any [`EventChannelOps`] (the process platform's
+//! [`BackendDevice::connect`], or Linux user space under real Xen through
+//! `xennet_platform::xenlinux`); the caller then attaches the vif to its switch and
+//! sets Connected. A frontend that does not set `request-rx-copy` is refused, as
+//! Linux refuses it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps, ShmError};
-use xennet_ring::{DomId, GrantRef, Port};
+use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps};
+use xennet_platform::EventChannelOps;
+use xennet_ring::{DomId, FrameAlloc, GrantCopy, GrantMap, GrantRef, LocalMemory, Port};
 use xennet_xenstore::xenbus::{read_flag, read_num, read_opt_num, read_state, write_state};
 use xennet_xenstore::{NodeError, XenbusState, XsClient, XsError};
 
@@ -21,6 +25,10 @@ use crate::vif::{CtrlRing, NetbackQueue, QueueSetup, Vif, VifError};
 
 /// A vif on the process platform.
 pub type ShmVif = Vif<GrantOps, Domain, EventPort>;
+
+/// A connected vif and its local event-channel ports (per queue: tx, and rx when
+/// split; then the control channel), as [`BackendDevice::connect_with`] returns them.
+pub type ConnectedVif<G, M, N> = (Vif<G, M, N>, Vec<Port>);
 
 /// Most queues a backend offers.
 pub const MAX_QUEUES: usize = 8;
@@ -37,9 +45,10 @@ pub enum XenbusError {
     /// Mapping the rings failed.
     #[error(transparent)]
     Vif(#[from] VifError),
-    /// Binding the channels failed.
-    #[error(transparent)]
-    Shm(#[from] ShmError),
+    /// Binding the channels failed (the platform's event-channel error, with the
+    /// port and domain it was binding).
+    #[error("event channel: {0}")]
+    Events(String),
 }
 
 impl From<XsError> for XenbusError {
@@ -276,9 +285,8 @@ impl BackendDevice {
     }
 
     /// Binds the frontend's channels and maps its rings (and its control ring, if
-    /// it set one up). Returns the vif and the local ports (per queue: tx, and rx
-    /// when split; then the control channel). On failure everything bound so far is
-    /// closed again.
+    /// it set one up), on the process platform: [`BackendDevice::connect_with`]
+    /// with the driver domain's grant ops, memory and event channels.
     pub fn connect(
         &self,
         params: &FrontendParams,
@@ -286,51 +294,82 @@ impl BackendDevice {
         domain: &Domain,
         events: &Arc<EventChannels>,
     ) -> Result<(ShmVif, Vec<Port>), XenbusError> {
+        self.connect_with(params, ops.clone(), domain.clone(), events)
+    }
+
+    /// Binds the frontend's channels and maps its rings (and its control ring, if
+    /// it set one up) on any platform: `grants` maps and copies the frontend's
+    /// grants, `memory` holds the backend's staging pages (the local side of every
+    /// copy, so the same pages `grants` copies into) and `events` binds the
+    /// channels. Returns the vif and the local ports (per queue: tx, and rx when
+    /// split; then the control channel). On failure everything bound so far is
+    /// closed again.
+    pub fn connect_with<G, M, E>(
+        &self,
+        params: &FrontendParams,
+        grants: G,
+        memory: M,
+        events: &E,
+    ) -> Result<ConnectedVif<G, M, E::Notifier>, XenbusError>
+    where
+        G: GrantCopy + GrantMap + Clone,
+        M: LocalMemory + FrameAlloc + Clone,
+        E: EventChannelOps,
+    {
+        let fe = self.frontend_id;
+        let bind = |remote: Port| {
+            events.bind_interdomain(fe, remote).map_err(|e| {
+                XenbusError::Events(format!(
+                    "cannot bind port {} of domain {}: {e}",
+                    remote.0, fe.0
+                ))
+            })
+        };
         let mut bound: Vec<Port> = Vec::new();
         let mut queues = Vec::new();
         let mut ctrl = None;
         let now = Instant::now();
         let result = (|| -> Result<(), XenbusError> {
             for q in &params.queues {
-                let tx = events.bind_interdomain(self.frontend_id, q.tx_port)?;
+                let tx = bind(q.tx_port)?;
                 bound.push(tx);
                 let rx = if q.rx_port == q.tx_port {
                     tx
                 } else {
-                    let rx = events.bind_interdomain(self.frontend_id, q.rx_port)?;
+                    let rx = bind(q.rx_port)?;
                     bound.push(rx);
                     rx
                 };
                 let setup = QueueSetup {
-                    frontend: self.frontend_id,
+                    frontend: fe,
                     tx_ring_ref: q.tx_ring_ref,
                     rx_ring_ref: q.rx_ring_ref,
                 };
                 queues.push(NetbackQueue::connect(
-                    ops.clone(),
-                    domain.clone(),
+                    grants.clone(),
+                    memory.clone(),
                     setup,
                     self.rate,
-                    events.port(tx),
-                    events.port(rx),
+                    events.notifier(tx),
+                    events.notifier(rx),
                     now,
                 )?);
             }
             if let Some((ring_ref, port)) = params.ctrl {
-                let local = events.bind_interdomain(self.frontend_id, port)?;
+                let local = bind(port)?;
                 bound.push(local);
                 ctrl = Some(CtrlRing::connect(
-                    ops,
-                    self.frontend_id,
+                    &grants,
+                    fe,
                     ring_ref,
-                    events.port(local),
+                    events.notifier(local),
                 )?);
             }
             Ok(())
         })();
         match result {
             Ok(()) => {
-                let mut vif = Vif::new(self.frontend_id, self.devid, queues);
+                let mut vif = Vif::new(fe, self.devid, queues);
                 vif.set_rx_sg(params.sg);
                 if let Some(c) = ctrl {
                     vif.attach_ctrl(c);
@@ -339,7 +378,7 @@ impl BackendDevice {
             }
             Err(e) => {
                 if let Some(c) = ctrl {
-                    c.close(ops);
+                    c.close(&grants);
                 }
                 for q in queues {
                     q.close();

@@ -20,6 +20,12 @@ pub(crate) struct UpArgs {
     /// captures, and the guests' vifs (used when `xennet guest` brings no `--vif`).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["mode", "no_proxy_arp", "uplink", "capture"])]
     config: Option<PathBuf>,
+    /// Where the driver domain runs: `shm` (processes on this machine, with their own
+    /// XenStore, created through the control socket) or `xenlinux` (domain 0's user
+    /// space on real Xen: the host's xenstored, /dev/xen/gntdev and /dev/xen/evtchn,
+    /// serving the vifs `xl` creates; `--dir` is not used).
+    #[arg(long, default_value = "shm", value_parser = ["shm", "xenlinux"])]
+    platform: String,
 }
 
 pub(crate) fn cli_up(a: UpArgs) -> ExitCode {
@@ -64,6 +70,30 @@ pub(crate) fn cli_up(a: UpArgs) -> ExitCode {
         }
     };
     install_stop_handler();
+    if a.platform == "xenlinux" {
+        let r = xennet_dom0::up::xen::run_xenlinux(
+            &opts,
+            &STOP,
+            || {
+                println!(
+                    "xennet up: driver domain running in {mode} mode on Xen (xenlinux); \
+                     serving {}",
+                    xennet_dom0::up::xen::BACKEND_ROOT
+                )
+            },
+            |e| println!("{e}"),
+        );
+        return match r {
+            Ok(()) => {
+                println!("xennet up: stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xennet up: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let dir = opts.dir.clone();
     let r = xennet_dom0::up::run(&opts, &STOP, || {
         println!(

@@ -22,6 +22,7 @@
 mod guests;
 mod reconcile;
 mod views;
+pub mod xen;
 
 use crate::build::{driver_domain_for, BuildError};
 
@@ -39,6 +40,7 @@ use xennet_ring::DomId;
 use xennet_switch::capture::PcapSink;
 use xennet_switch::config::Topology;
 use xennet_switch::config::UplinkSpec;
+use xennet_switch::domain::DriverDomain;
 use xennet_switch::wire::MacAddr;
 use xennet_switch::{Mode, PortId};
 use xennet_xenstore::{XenbusState, Xenstored, XsClient};
@@ -196,18 +198,7 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     let domain = Domain::create(&rt, DomId(0), 16384, 16384).map_err(setup("domain 0 memory"))?;
     let side = Side::from_domain(domain, Some(rt.clone()));
     let topo = opts.effective_topology()?;
-    let mut dd = driver_domain_for(&topo)?;
-    let mut pending_captures = Vec::new();
-    for (port, file) in &opts.capture_list() {
-        match dd.fabric().port_id(port) {
-            Some(id) => {
-                let sink = PcapSink::create(file).map_err(setup("capture"))?;
-                dd.captures_mut().attach_port(id, sink);
-            }
-            None if port.starts_with("vif") => pending_captures.push((port.clone(), file.clone())),
-            None => return Err(UpError::Setup(format!("--capture {port}: no such port"))),
-        }
-    }
+    let (dd, pending_captures) = build_switch(opts, &topo)?;
     xs.write("/local/domain/0/name", "Domain-0")
         .map_err(setup("xenstore"))?;
     let (req_tx, req_rx) = mpsc::channel::<Request>();
@@ -274,6 +265,27 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     }
     up.shutdown();
     Ok(())
+}
+
+/// The switch `topo` describes, with the options' captures attached; captures of
+/// vif ports that do not exist yet are returned, to attach when the vif comes.
+fn build_switch(
+    opts: &UpOptions,
+    topo: &Topology,
+) -> Result<(DriverDomain, Vec<(String, PathBuf)>), UpError> {
+    let mut dd = driver_domain_for(topo)?;
+    let mut pending_captures = Vec::new();
+    for (port, file) in &opts.capture_list() {
+        match dd.fabric().port_id(port) {
+            Some(id) => {
+                let sink = PcapSink::create(file).map_err(setup("capture"))?;
+                dd.captures_mut().attach_port(id, sink);
+            }
+            None if port.starts_with("vif") => pending_captures.push((port.clone(), file.clone())),
+            None => return Err(UpError::Setup(format!("--capture {port}: no such port"))),
+        }
+    }
+    Ok((dd, pending_captures))
 }
 
 /// How long the driver domain's XenStore client waits for a restarted daemon
