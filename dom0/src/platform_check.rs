@@ -161,7 +161,7 @@ mod tests {
             ("read a read-write grant", GrantStatus::Okay),
             ("write a read-write grant", GrantStatus::Okay),
             ("read a read-only grant", GrantStatus::Okay),
-            ("write a read-only grant", GrantStatus::PermissionDenied),
+            ("write a read-only grant", GrantStatus::GeneralError),
             ("bad grant reference", GrantStatus::BadGntref),
             ("grant to another domain", GrantStatus::GeneralError),
             ("ended grant", GrantStatus::GeneralError),

@@ -13,6 +13,10 @@ use crate::{FrontCounters, Netfront};
 /// Frames kept between a receive pass and smoltcp consuming them.
 const RX_BACKLOG: usize = 64;
 
+/// The largest frame the device offers smoltcp when the backend takes multi-slot
+/// frames: a 9000-byte MTU plus the Ethernet header.
+pub const JUMBO_FRAME: usize = 9014;
+
 /// A netfront as a smoltcp device. Received frames are pulled from the rings in
 /// batches into a small backlog; a frame smoltcp hands over is sent at once (it is
 /// counted as a tx drop if the ring is full, since smoltcp cannot take it back).
@@ -135,7 +139,12 @@ where
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = 1514;
+        // Jumbo frames when the backend takes multi-slot frames (feature-sg).
+        caps.max_transmission_unit = if self.front.features().sg {
+            JUMBO_FRAME
+        } else {
+            1514
+        };
         caps.max_burst_size = Some(32);
         let mut csum = ChecksumCapabilities::default();
         csum.ipv4 = Checksum::Both;

@@ -8,7 +8,8 @@
 //!             one transaction: tx-ring-ref, rx-ring-ref, event-channel (or
 //!             queue-N/...), ctrl-ring-ref and event-channel-ctrl (if the backend
 //!             offers feature-ctrl-ring), request-rx-copy, feature-rx-notify,
-//!             feature-sg, feature-gso-tcpv4, multi-queue-num-queues; receive
+//!             feature-sg, feature-gso-tcpv4, feature-no-csum-offload,
+//!             multi-queue-num-queues; receive
 //!             buffers posted; state Connected (4), as Linux netfront does it
 //!             (Linux netback connects on Connected and ignores Initialised)
 //!  backend:   maps the rings, binds the channels, state Connected (4)
@@ -312,6 +313,10 @@ where
             "feature-gso-tcpv4",
             u8::from(features.gso_tcpv4).to_string(),
         )?;
+        // Received frames are handed on with their checksums as they are: a backend
+        // must not leave them blank (Linux netback would, for traffic from dom0's own
+        // stack, and a TCP stack above us would drop every such segment).
+        put("feature-no-csum-offload", "1".into())?;
         put("state", XenbusState::Connected.as_u8().to_string())
     });
     let connected = publish

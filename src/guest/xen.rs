@@ -77,10 +77,12 @@ fn connect(
 ) -> Result<(Front, Link), GuestError> {
     let backend = wait_for_device(xs, dev, stop, opts.wait)?;
     let gnt = GntAlloc::open(backend).map_err(platform_err("grant pages"))?;
-    let fopts = FrontOptions {
+    // smoltcp takes whole frames of at most one MTU: no GSO super-frames.
+    let mut fopts = FrontOptions {
         queues: opts.queues,
         ..FrontOptions::default()
     };
+    fopts.features.gso_tcpv4 = false;
     Ok(fe::connect_with(xs, gnt, dev.me, events, &fopts)?)
 }
 
@@ -139,7 +141,14 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
             }
         }
         let mut gone = None;
+        let mut ctrl_told = false;
         while opts.serve && !stop.load(Ordering::Relaxed) {
+            if !ctrl_told {
+                if let Some(line) = ctrl_line(guest.front()) {
+                    println!("guest {}: {line}", me.0);
+                    ctrl_told = true;
+                }
+            }
             match (&mut guest, tap.as_mut()) {
                 (Guest::Smoltcp(st), _) => st.serve_for(Duration::from_millis(100), &mut wait),
                 (Guest::Tap(f), Some(t)) => script::pump_tap(
@@ -199,7 +208,31 @@ enum Guest {
     Tap(Box<Front>),
 }
 
+/// What the control ring's start-up script achieved, once it is done (`None` before,
+/// or without a control ring).
+fn ctrl_line(front: &Front) -> Option<String> {
+    let c = front.ctrl_state().filter(|c| c.done)?;
+    let grants = if c.static_grants > 0 {
+        format!("{} staging grants mapped by the backend", c.static_grants)
+    } else {
+        "no staging grants (the backend refused GREF mapping): grant copy".to_string()
+    };
+    Some(format!(
+        "control ring: {grants}; Toeplitz hash {}; {} of {} requests refused",
+        if c.hash { "on" } else { "off" },
+        c.refused,
+        c.requests
+    ))
+}
+
 impl Guest {
+    fn front(&mut self) -> &Front {
+        match self {
+            Guest::Smoltcp(st) => st.device.netfront(),
+            Guest::Tap(f) => f,
+        }
+    }
+
     fn into_front(self) -> Front {
         match self {
             Guest::Smoltcp(st) => {

@@ -103,8 +103,10 @@ pub fn pin<W: FlagWord + ?Sized>(word: &W, user: u16, write: bool) -> Result<(),
         if flags & GrantFlags::TYPE_MASK != GrantFlags::PERMIT_ACCESS.bits() || domid != user {
             return Err(GrantStatus::GeneralError);
         }
+        // Xen answers a write-pin of a read-only entry with GNTST_general_error, not
+        // permission_denied (seen on Xen 4.17 by `xennet platform-check`).
         if write && flags & GrantFlags::READONLY.bits() != 0 {
-            return Err(GrantStatus::PermissionDenied);
+            return Err(GrantStatus::GeneralError);
         }
         let mut set = GrantFlags::READING.bits();
         if write {
