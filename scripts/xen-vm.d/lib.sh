@@ -6,6 +6,9 @@
 
 XENVM_CONSOLE_DIR=/var/log/xen/console
 
+# progress notes with the uptime, on stderr (the console): where a slow run spent its time
+xenvm_note() { echo "[xenvm $(cut -d' ' -f1 /proc/uptime)] $*" >&2; }
+
 _xenvm_name() { if [ -n "${PAIR:-}" ]; then echo "$PAIR: $1"; else echo "$1"; fi; }
 
 # ok NAME / fail NAME [WHY]: print one check line
@@ -90,6 +93,7 @@ domu_create() {
     printf '%s' "$_d_lines"
   } > "$_d_cfg"
   rm -f "$XENVM_CONSOLE_DIR/guest-$_d_name.log" "/tmp/domu-$_d_name.fwd"
+  xenvm_note "xl create $_d_name"
   if [ "$_d_wait" = 1 ]; then
     xl create "$_d_cfg" > "/tmp/xl-create-$_d_name.log" 2>&1 || {
       echo "xl create $_d_name failed:" >&2; sed 's/^/  | /' "/tmp/xl-create-$_d_name.log" >&2; return 1; }
@@ -98,6 +102,7 @@ domu_create() {
     retry 60 xl domid "$_d_name" >/dev/null 2>&1 || {
       echo "domain $_d_name did not appear:" >&2; sed 's/^/  | /' "/tmp/xl-create-$_d_name.log" >&2; return 1; }
   fi
+  xenvm_note "domain $_d_name exists (id $(xl domid "$_d_name"))"
 }
 
 # domu_domid NAME: print the domain id
@@ -116,6 +121,7 @@ domu_wait() {
 # domu_done NAME SECONDS: wait for NAME's domU part to end; returns its exit status
 domu_done() {
   domu_wait "$1" 'XENVM: domu-done' "$2" || return 124
+  xenvm_note "domU part of $1 done"
   return "$(tr -d '\r' < "$(domu_log "$1")" | sed -n 's/.*XENVM: domu-done .* rc=\([0-9]*\).*/\1/p' | tail -n 1)"
 }
 
@@ -132,5 +138,7 @@ domu_lines() {
 # domu_destroy NAME: forward its remaining check lines, then destroy it
 domu_destroy() {
   domu_lines "$1"
+  xenvm_note "xl destroy $1"
   xl destroy "$1" >/dev/null 2>&1 || echo "xl destroy $1 failed" >&2
+  xenvm_note "destroyed $1"
 }
