@@ -49,7 +49,7 @@ check "xl network-detach" xl network-detach $domid 0
 check "frontend let go after detach" \
   domu_wait $name "backend gone" 60
 check "device gone from xenstore" retry 60 sh -c "! xenstore-exists $be"
-check "xl network-attach" xl network-attach $domid bridge=xenbr0,mac=$mac
+check "xl network-attach" xl network-attach $domid bridge=xenbr0 mac=$mac
 check "reconnected after attach" domu_wait $name "reconnected to domain 0" 120
 check "pings after re-attach, none lost" loss 20
 domu_destroy $name

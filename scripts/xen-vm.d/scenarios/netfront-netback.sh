@@ -11,6 +11,7 @@ mac=00:16:3e:00:00:06
 guest=128.153.144.206
 
 rmmod xen-netback 2>/dev/null || true
+modprobe tun || { fail "load tun" "modprobe tun failed"; exit 1; }
 cat > /tmp/topology.toml <<'T'
 [driver_domain]
 mode = "bridge"
@@ -19,7 +20,8 @@ ip = "128.153.144.203/24"
 T
 xennet up --platform xenlinux --config /tmp/topology.toml > /tmp/up.log 2>&1 &
 up=$!
-check "xennet up started (TAP uplink xnet0)" retry 30 ip link show xnet0
+check "xennet up started (TAP uplink xnet0)" retry 30 ip link show xnet0 ||
+  { sed "s/^/  up| /" /tmp/up.log >&2; fail "xennet up" "$(tail -n 1 /tmp/up.log)"; exit 1; }
 brctl addif xenbr0 xnet0 && ip link set xnet0 up
 domu_create $name "vif = [ 'script=vif-noop,mac=$mac' ]" "vcpus = 2" \
   xenvm.netfront=none xenvm.run=netfront-netback xen_gntalloc.limit=8192 ||
@@ -54,7 +56,7 @@ ip link set xenbr0 mtu 1500; ip link set xnet0 mtu 1500
 check "xl network-detach" xl network-detach $domid 0
 check "frontend let go after detach" domu_wait $name "backend gone" 60
 check "xennet up detached the vif" retry 30 grep -q "vif$domid.0 disconnected" /tmp/up.log
-check "xl network-attach" xl network-attach $domid script=vif-noop,mac=$mac
+check "xl network-attach" xl network-attach $domid script=vif-noop mac=$mac
 check "reconnected after attach" domu_wait $name "reconnected to domain 0" 120
 check "pings after re-attach, none lost" loss 20
 domu_destroy $name
