@@ -11,5 +11,6 @@ pub use topology::{
     DriverDomainConfig, GuestConfig, HostTable, Topology, TopologyError, UplinkSpec,
 };
 pub use vif::{
-    parse_ifname, parse_mac, parse_vif_spec, random_xen_mac, Script, VifSpec, VifSpecError, VifType,
+    parse_ifname, parse_mac, parse_vif_spec, random_xen_mac, IfnameError, MacError, Script,
+    VifSpec, VifSpecError, VifType,
 };

@@ -246,7 +246,7 @@ fn ip(name: &str, text: &str) -> Result<Ipv4Address, TopologyError> {
 }
 
 fn mac(name: &str, text: &str) -> Result<MacAddr, TopologyError> {
-    parse_mac(text).map_err(|r| field(name, text, r))
+    parse_mac(text).map_err(|r| field(name, text, r.to_string()))
 }
 
 impl Topology {
@@ -307,7 +307,7 @@ fn driver_domain(d: RawDd) -> Result<DriverDomainConfig, TopologyError> {
         }
     };
     let bridge = d.bridge.unwrap_or_else(|| "xenbr0".to_string());
-    parse_ifname(&bridge).map_err(|r| field("driver_domain.bridge", &bridge, r))?;
+    parse_ifname(&bridge).map_err(|r| field("driver_domain.bridge", &bridge, r.to_string()))?;
     let uplink_text = d.uplink.unwrap_or_else(|| "sim".to_string());
     let uplink = uplink_text
         .parse()

@@ -133,46 +133,67 @@ fn bad(key: &'static str, value: &str, reason: impl Into<String>) -> VifSpecErro
     }
 }
 
+/// Why a MAC address was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    /// Not six groups.
+    #[error("expected six hex pairs separated by ':', found {0} groups")]
+    Groups(usize),
+    /// A group that is not two hex digits (1-based position).
+    #[error("group {0} ({1:?}) is not two hex digits")]
+    NotHex(usize, String),
+    /// The multicast bit is set.
+    #[error("multicast bit set (first byte is odd): a NIC address must be unicast")]
+    Multicast,
+    /// 00:00:00:00:00:00.
+    #[error("all-zero address")]
+    Zero,
+}
+
 /// Parses a MAC written as six pairs of hex digits separated by ':' (or '-'); it must
 /// be unicast (a guest NIC address).
-pub fn parse_mac(text: &str) -> Result<MacAddr, String> {
+pub fn parse_mac(text: &str) -> Result<MacAddr, MacError> {
     let parts: Vec<&str> = text.split([':', '-']).collect();
     if parts.len() != 6 {
-        return Err(format!(
-            "expected six hex pairs separated by ':', found {} groups",
-            parts.len()
-        ));
+        return Err(MacError::Groups(parts.len()));
     }
     let mut mac = [0u8; 6];
     for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("group {} ({p:?}) is not two hex digits", i + 1));
-        }
-        mac[i] = u8::from_str_radix(p, 16).map_err(|e| e.to_string())?;
+        let byte = (p.len() == 2)
+            .then(|| u8::from_str_radix(p, 16).ok())
+            .flatten();
+        mac[i] = byte.ok_or_else(|| MacError::NotHex(i + 1, p.to_string()))?;
     }
     if mac[0] & 1 != 0 {
-        return Err(
-            "multicast bit set (first byte is odd): a NIC address must be unicast".to_string(),
-        );
+        return Err(MacError::Multicast);
     }
     if mac == [0; 6] {
-        return Err("all-zero address".to_string());
+        return Err(MacError::Zero);
     }
     Ok(MacAddr(mac))
 }
 
+/// Why an interface name was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IfnameError {
+    /// Empty or longer than Linux's IFNAMSIZ allows.
+    #[error("must be 1 to 15 characters (Linux IFNAMSIZ)")]
+    Length,
+    /// A character outside letters, digits, '.', '-', '_'.
+    #[error("character {0:?} not allowed (letters, digits, '.', '-', '_')")]
+    Char(char),
+}
+
 /// Validates an interface name: 1..=15 bytes of ASCII letters, digits, '.', '-', '_'.
-pub fn parse_ifname(text: &str) -> Result<String, String> {
+pub fn parse_ifname(text: &str) -> Result<String, IfnameError> {
     if text.is_empty() || text.len() > 15 {
-        return Err("must be 1 to 15 characters (Linux IFNAMSIZ)".to_string());
+        return Err(IfnameError::Length);
     }
     if let Some(c) = text
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
     {
-        return Err(format!(
-            "character {c:?} not allowed (letters, digits, '.', '-', '_')"
-        ));
+        return Err(IfnameError::Char(c));
     }
     Ok(text.to_string())
 }
@@ -251,8 +272,11 @@ pub(super) fn apply(
     }
     seen.push(key);
     match key {
-        "mac" => spec.mac = Some(parse_mac(value).map_err(|r| bad("mac", value, r))?),
-        "bridge" => spec.bridge = Some(parse_ifname(value).map_err(|r| bad("bridge", value, r))?),
+        "mac" => spec.mac = Some(parse_mac(value).map_err(|r| bad("mac", value, r.to_string()))?),
+        "bridge" => {
+            spec.bridge =
+                Some(parse_ifname(value).map_err(|r| bad("bridge", value, r.to_string()))?)
+        }
         "ip" => spec.ips = parse_ip_list(value)?,
         "script" => spec.script = Some(parse_script(value)?),
         "rate" => {
@@ -262,7 +286,8 @@ pub(super) fn apply(
             })?)
         }
         "vifname" => {
-            spec.vifname = Some(parse_ifname(value).map_err(|r| bad("vifname", value, r))?)
+            spec.vifname =
+                Some(parse_ifname(value).map_err(|r| bad("vifname", value, r.to_string()))?)
         }
         "model" => {
             spec.model = Some(value.to_string());
