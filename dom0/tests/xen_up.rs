@@ -410,3 +410,31 @@ fn port_names_macs_and_addresses_come_from_the_backend_directory() {
     h.xs.rm(&format!("{path}/mac")).unwrap();
     assert!(vif_port_spec(&h.xs, &dev).unwrap_err().contains("missing"));
 }
+
+/// Linux netfront with one queue writes `multi-queue-num-queues = 1` and keeps its ring
+/// keys (and split event channels) at the top level, as Linux netback reads them
+/// (seen on real Xen: the backend looked for `queue-0/...` and refused it).
+#[test]
+fn a_single_queue_frontend_that_writes_its_queue_count_is_read_at_the_top_level() {
+    let h = host("one-queue");
+    toolstack_add(&h.xs, &nodes(5, "00:16:3e:00:00:05", None, None));
+    let dev = xennet_netback::xenbus::probe(&h.xs, &format!("{BACKEND_ROOT}/5/0"), 4).unwrap();
+    let fe = "/local/domain/5/device/vif/0";
+    for (k, v) in [
+        ("multi-queue-num-queues", "1"),
+        ("tx-ring-ref", "520"),
+        ("rx-ring-ref", "521"),
+        ("event-channel-tx", "8"),
+        ("event-channel-rx", "9"),
+        ("request-rx-copy", "1"),
+        ("feature-rx-notify", "1"),
+        ("feature-sg", "1"),
+    ] {
+        h.xs.write(&format!("{fe}/{k}"), v).unwrap();
+    }
+    let p = dev.read_frontend(&h.xs).unwrap();
+    assert_eq!(p.queues.len(), 1);
+    let q = &p.queues[0];
+    assert_eq!((q.tx_ring_ref.0, q.rx_ring_ref.0), (520, 521));
+    assert_eq!((q.tx_port.0, q.rx_port.0), (8, 9));
+}

@@ -234,7 +234,10 @@ impl BackendDevice {
             Some(n) if n == 0 || n > self.max_queues => {
                 return Err(bad(&nq_path, &n.to_string(), "more queues than offered"));
             }
-            Some(n) => (n, true),
+            // One queue keeps its keys at the top level even when the count is
+            // written (Linux netfront writes multi-queue-num-queues = 1 so), as
+            // Linux netback reads them.
+            Some(n) => (n, n > 1),
         };
         let mut queues = Vec::with_capacity(n);
         for i in 0..n {

@@ -28,7 +28,13 @@ domu_create $name "vif = [ 'script=vif-noop,mac=$mac' ]" \
   xenvm.netfront=kernel xenvm.run=linux-netback-xennet ||
   { fail "xl create" "$(tail -n 1 /tmp/xl-create-$name.log)"; kill $up; exit 1; }
 domid=$(domu_domid $name)
-check "backend state 4 (Connected)" xs_wait /local/domain/0/backend/vif/$domid/0/state 4 120
+if ! check "backend state 4 (Connected)" xs_wait /local/domain/0/backend/vif/$domid/0/state 4 90; then
+  xenstore-ls -f /local/domain/0/backend/vif/$domid >&2
+  xenstore-ls -f /local/domain/$domid/device/vif >&2
+  sed 's/^/  up| /' /tmp/up-ln.log >&2
+  fail "backend says" "$(xenstore-read /local/domain/0/backend/vif/$domid/0/error 2>&1)"
+  kill -TERM $up; domu_destroy $name; exit 1
+fi
 check "frontend state 4 (Connected)" xs_wait /local/domain/$domid/device/vif/0/state 4 60
 check "xennet up attached vif$domid.0" retry 30 grep -q "vif$domid.0 connected" /tmp/up-ln.log
 check "dom0 pings Linux netfront" ping_wait $guest 90
