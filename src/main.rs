@@ -41,6 +41,8 @@ enum Command {
     Guest(GuestArgs),
     /// Domains and their vifs with XenStore states.
     List(DirArg),
+    /// The driver domain's mode, uplink, guest count and xenstored.
+    Info(DirArg),
     /// Per-vif counters.
     Stats(StatsArgs),
     /// Bridge views like bridge-utils: `brctl show`, `brctl showmacs xenbr0`.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Soak(a) => cli_soak(&a),
         Command::Guest(a) => cli_guest(a),
         Command::List(a) => control(&a.dir(), &["list"]),
+        Command::Info(a) => control(&a.dir(), &["info"]),
         Command::Stats(a) => {
             if a.json {
                 control(&a.dir.dir(), &["stats", "--json"])

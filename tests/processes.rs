@@ -733,3 +733,20 @@ vifs = ["mac=00:16:3e:00:03:01,ip=128.153.144.210,script=vif-route"]
     assert!(!out.status.success());
     assert!(text(&out).contains("--mode"), "{}", text(&out));
 }
+
+/// `xennet info` (named in docs/driver-domain.md) prints the driver domain's mode,
+/// uplink, guest count and xenstored.
+#[test]
+fn xennet_info_describes_the_running_driver_domain() {
+    let mut inst = Instance::new();
+    inst.up(&["--mode", "route"]);
+    let out = Command::new(EXE)
+        .args(["info", "--dir"])
+        .arg(&inst.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("mode=route") && t.contains("uplink=sim"), "{t}");
+    assert!(t.contains("guests=0"), "{t}");
+}
