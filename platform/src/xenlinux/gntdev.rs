@@ -369,10 +369,10 @@ impl GntDev {
                 count: segs.len() as libc::c_uint,
                 segments: segs.as_mut_ptr(),
             };
+            // Local sides point into `self.pages` (translate_copy), alive through
+            // `self`, within one page each; the kernel pins those pages for the copy.
             // SAFETY: `arg` names `segs.len()` initialised segments in `segs`, which
-            // outlives the call; the kernel writes only their `status` fields. Local
-            // sides point into `self.pages` (translate_copy), alive through `self`,
-            // within one page each; the kernel pins those pages for the copy.
+            // outlives the call; the kernel writes only their `status` fields.
             match unsafe { sys::ioctl(self.fd.as_fd(), sys::IOCTL_GNTDEV_GRANT_COPY, &mut arg) } {
                 Ok(_) => {
                     for (seg, &i) in segs.iter().zip(which.iter()) {

@@ -235,10 +235,10 @@ impl GntdevCopyPtr {
     /// The union's bytes (both arms are plain integers, and every byte is
     /// initialised by the constructors above).
     pub fn to_bytes(self) -> [u8; size_of::<GntdevCopyPtr>()] {
-        // SAFETY: GntdevCopyPtr is a repr(C) union of integers with no padding bytes
-        // left uninitialised by `local`/`foreign` (the foreign arm spans the whole
-        // union on every target, and `local` starts from it), so every byte is an
-        // initialised u8; size_of matches the array's length by construction.
+        // The foreign arm spans the whole union on every target, and `local` starts
+        // from it, so no byte is left uninitialised.
+        // SAFETY: GntdevCopyPtr is a repr(C) union of integers, every byte initialised
+        // (above); size_of matches the array's length by construction.
         unsafe { core::mem::transmute::<GntdevCopyPtr, [u8; size_of::<GntdevCopyPtr>()]>(self) }
     }
 }
