@@ -750,3 +750,64 @@ fn xennet_info_describes_the_running_driver_domain() {
     assert!(t.contains("mode=route") && t.contains("uplink=sim"), "{t}");
     assert!(t.contains("guests=0"), "{t}");
 }
+
+/// Domain ids: one range (1 up to Xen's DOMID_FIRST_RESERVED) and one message, for
+/// `guest`, `destroy`, the control socket and the topology file; `brctl` says how to
+/// use it instead of listing the control requests.
+#[test]
+fn domain_ids_share_one_range_and_brctl_says_how_to_use_it() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    let run = |args: &[&str]| {
+        Command::new(EXE)
+            .args(args)
+            .arg("--dir")
+            .arg(&inst.dir)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["destroy", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("domain 0 is the driver domain"),
+        "{}",
+        text(&out)
+    );
+    let out = run(&["destroy", "32752"]);
+    assert!(
+        text(&out).contains("reserved: guests are 1..=32751"),
+        "{}",
+        text(&out)
+    );
+    let e = control::request(&inst.dir, &["create", "40000"]).unwrap_err();
+    assert!(
+        e.to_string().contains("reserved: guests are 1..=32751"),
+        "{e}"
+    );
+    let out = run(&["guest", "--domid", "32752"]);
+    assert!(!out.status.success());
+    let out = run(&["brctl", "showmacs"]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("usage: brctl show | brctl showmacs BRIDGE"),
+        "{t}"
+    );
+    assert!(!t.contains("create, destroy"), "{t}");
+}
+
+/// A TAP the guest cannot open is reported as the guest's own set-up error, naming
+/// the option, not as something the driver domain said.
+#[test]
+fn a_tap_that_cannot_be_opened_is_the_guests_own_error() {
+    let inst = Instance::new();
+    let out = Command::new(EXE)
+        .args(["guest", "--domid", "9", "--stack", "tap:lo", "--dir"])
+        .arg(&inst.dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("--stack tap:lo"), "{t}");
+    assert!(!t.contains("driver domain reply"), "{t}");
+}

@@ -11,7 +11,7 @@ pub(crate) struct GuestArgs {
     #[command(flatten)]
     dir: DirArg,
     /// This guest's domain id (shm; on real Xen it comes from XenStore).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=32767))]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..i64::from(xennet_ring::DomId::FIRST_RESERVED)))]
     domid: Option<u16>,
     /// Where the drivers run: `shm` (plain processes, with `xennet up`) or
     /// `xenlinux` (Linux user space in a Xen domU, against the backend `xl` gave the

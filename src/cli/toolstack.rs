@@ -39,7 +39,7 @@ pub(crate) struct XsLsArgs {
 pub(crate) struct DestroyArgs {
     #[command(flatten)]
     pub(crate) dir: DirArg,
-    /// The guest.
+    /// The guest (1..=32751).
     pub(crate) domid: u16,
 }
 

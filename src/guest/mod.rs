@@ -102,6 +102,9 @@ pub enum GuestError {
     /// The driver domain's reply made no sense.
     #[error("driver domain reply: {0}")]
     Reply(String),
+    /// The guest's own set-up failed (its TAP device, its platform's devices).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What the script saw.
@@ -264,7 +267,7 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     let mut tap = match &opts.tap {
         Some(name) => Some(
             TapDevice::open(name)
-                .map_err(|e| GuestError::Reply(format!("--stack tap:{name}: {e}")))?,
+                .map_err(|e| GuestError::Setup(format!("--stack tap:{name}: {e}")))?,
         ),
         None => None,
     };
@@ -294,7 +297,7 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                     &mut tap_dropped,
                 ),
                 (Guest::Tap(_), None) => {
-                    return Err(GuestError::Reply("tap stack without a TAP".into()))
+                    return Err(GuestError::Setup("tap stack without a TAP".into()))
                 }
             }
             let why = match conn.link.check() {

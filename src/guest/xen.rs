@@ -40,7 +40,7 @@ struct Device {
 fn platform_err(
     what: &str,
 ) -> impl FnOnce(xennet_platform::xenlinux::XenLinuxError) -> GuestError + '_ {
-    move |e| GuestError::Reply(format!("{what}: {e}"))
+    move |e| GuestError::Setup(format!("{what}: {e}"))
 }
 
 /// Waits until the toolstack has (re)created the device for a frontend to start:
@@ -59,7 +59,7 @@ fn wait_for_device(
             return Ok(DomId(b));
         }
         if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
-            return Err(GuestError::Reply(format!(
+            return Err(GuestError::Setup(format!(
                 "no device to connect: {}/state is {state:?}, backend-id {backend:?}",
                 dev.path
             )));
@@ -104,14 +104,14 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     let mut tap = match &opts.tap {
         Some(name) => Some(
             TapDevice::open(name)
-                .map_err(|e| GuestError::Reply(format!("--stack tap:{name}: {e}")))?,
+                .map_err(|e| GuestError::Setup(format!("--stack tap:{name}: {e}")))?,
         ),
         None => None,
     };
     let (mut front, mut link) = connect(&xs, &dev, &events, opts, stop)?;
     let mac = front.mac();
     let ip: Ipv4Cidr = opts.ip.ok_or_else(|| {
-        GuestError::Reply("--ip ADDR/PREFIX is needed on real Xen (no toolstack reply)".into())
+        GuestError::Setup("--ip ADDR/PREFIX is needed on real Xen (no toolstack reply)".into())
     })?;
     println!(
         "guest {}: netfront connected to domain {} ({} queue(s)), {ip}",
@@ -159,7 +159,7 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                     &mut tap_dropped,
                 ),
                 (Guest::Tap(_), None) => {
-                    return Err(GuestError::Reply("tap stack without a TAP".into()))
+                    return Err(GuestError::Setup("tap stack without a TAP".into()))
                 }
             }
             if let Health::Gone(why) = link.check() {

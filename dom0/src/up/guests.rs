@@ -22,8 +22,8 @@ impl Up {
     /// XenStore, add the switch port (the hotplug script's job), write both
     /// device directories.
     pub(super) fn create(&mut self, domid: u16, spec: &str) -> Reply {
-        if domid == 0 {
-            return Err("domain 0 is the driver domain".into());
+        if let Err(e) = DomId::guest(domid) {
+            return Err(e.to_string());
         }
         if self.guests.contains_key(&domid) {
             return Err(format!("domain {domid} already exists"));

@@ -17,15 +17,11 @@ impl Up {
         let w: Vec<&str> = words.iter().map(String::as_str).collect();
         match w.as_slice() {
             ["create", domid, specs @ ..] => {
-                let domid: u16 = domid
-                    .parse()
-                    .map_err(|_| format!("bad domain id {domid:?}"))?;
+                let domid = guest_id(domid)?;
                 self.create(domid, &specs.join(" "))
             }
             ["destroy", domid] => {
-                let domid: u16 = domid
-                    .parse()
-                    .map_err(|_| format!("bad domain id {domid:?}"))?;
+                let domid = guest_id(domid)?;
                 if self.destroy(domid) {
                     Ok(format!("domain {domid} destroyed\n"))
                 } else {
@@ -48,6 +44,7 @@ impl Up {
                 let now = self.plane.now();
                 brctl::showmacs(self.plane.dd.fabric(), br, now).map_err(|e| e.to_string())
             }
+            ["brctl", ..] => Err(BRCTL_USAGE.into()),
             ["info"] => Ok(format!(
                 "mode={} uplink={} guests={} {}\n",
                 mode_name(self.topo.driver_domain.mode),
@@ -132,4 +129,18 @@ impl Up {
         }
         self.plane.counters_table()
     }
+}
+
+/// What `brctl` takes, said when it is given anything else.
+const BRCTL_USAGE: &str = "usage: brctl show | brctl showmacs BRIDGE";
+
+/// A guest's domain id from a request: one range (1 up to DOMID_FIRST_RESERVED) and one
+/// message for every command.
+fn guest_id(word: &str) -> Result<u16, String> {
+    let id: u16 = word
+        .parse()
+        .map_err(|_| format!("bad domain id {word:?}"))?;
+    xennet_ring::DomId::guest(id)
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }

@@ -23,6 +23,40 @@ impl DomId {
     pub const DOM0: DomId = DomId(0);
     /// `DOMID_SELF`: the calling domain.
     pub const SELF: DomId = DomId(0x7FF0);
+    /// `DOMID_FIRST_RESERVED`: ids from here on are special (DOMID_SELF, DOMID_IO, ...),
+    /// so guests are domains 1 up to this, exclusive.
+    pub const FIRST_RESERVED: u16 = 0x7FF0;
+
+    /// Checks that `id` names a guest: 1 up to [`DomId::FIRST_RESERVED`] (exclusive).
+    pub fn guest(id: u16) -> Result<DomId, BadDomId> {
+        match id {
+            0 => Err(BadDomId::DriverDomain),
+            id if id >= Self::FIRST_RESERVED => Err(BadDomId::Reserved(id)),
+            id => Ok(DomId(id)),
+        }
+    }
+}
+
+/// Why a domain id does not name a guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadDomId {
+    /// Domain 0, the driver domain.
+    DriverDomain,
+    /// At or above `DOMID_FIRST_RESERVED`.
+    Reserved(u16),
+}
+
+impl core::fmt::Display for BadDomId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BadDomId::DriverDomain => write!(f, "domain 0 is the driver domain, not a guest"),
+            BadDomId::Reserved(id) => write!(
+                f,
+                "domain id {id} is reserved: guests are 1..={}",
+                DomId::FIRST_RESERVED - 1
+            ),
+        }
+    }
 }
 
 impl core::fmt::Display for DomId {

@@ -36,9 +36,6 @@ use crate::capture::CaptureSpec;
 use crate::wire::{Ipv4Address, Ipv4Cidr, MacAddr};
 use crate::Mode;
 
-/// Highest guest domain id (DOMID_FIRST_RESERVED - 1).
-const MAX_DOMID: u16 = 0x7fef;
-
 /// Where the uplink port's frames go.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum UplinkSpec {
@@ -349,11 +346,11 @@ fn guest(
     earlier: &[GuestConfig],
 ) -> Result<GuestConfig, TopologyError> {
     let at = format!("guest[{gi}]");
-    if g.domid == 0 || g.domid > MAX_DOMID {
+    if let Err(e) = xennet_ring::DomId::guest(g.domid) {
         return Err(field(
             &format!("{at}.domid"),
             &g.domid.to_string(),
-            "must be 1..=32751 (0 is the driver domain)",
+            e.to_string(),
         ));
     }
     if earlier.iter().any(|e| e.domid == g.domid) {
