@@ -108,16 +108,24 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
         ),
         None => None,
     };
+    // The smoltcp stack needs its address from the command line (no toolstack reply
+    // on real Xen); with a TAP the kernel's own configuration applies.
+    let ip: Option<Ipv4Cidr> = match (&opts.tap, opts.ip) {
+        (None, None) => {
+            return Err(GuestError::Setup(
+                "--ip ADDR/PREFIX is needed for the smoltcp stack on real Xen".into(),
+            ))
+        }
+        (_, ip) => ip,
+    };
     let (mut front, mut link) = connect(&xs, &dev, &events, opts, stop)?;
     let mac = front.mac();
-    let ip: Ipv4Cidr = opts.ip.ok_or_else(|| {
-        GuestError::Setup("--ip ADDR/PREFIX is needed on real Xen (no toolstack reply)".into())
-    })?;
     println!(
-        "guest {}: netfront connected to domain {} ({} queue(s)), {ip}",
+        "guest {}: netfront connected to domain {} ({} queue(s)){}",
         me.0,
         link.backend_id.0,
-        front.num_queues()
+        front.num_queues(),
+        ip.map(|c| format!(", {c}")).unwrap_or_default()
     );
     let ev = events.clone();
     let mut wait = move |d: Duration| {
@@ -125,9 +133,9 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     };
     let mut tap_dropped = 0u64;
     loop {
-        let mut guest = match tap {
-            Some(_) => Guest::Tap(Box::new(front)),
-            None => {
+        let mut guest = match (&tap, ip) {
+            (Some(_), _) | (None, None) => Guest::Tap(Box::new(front)),
+            (None, Some(ip)) => {
                 let banner = format!("hello from guest domain {} over xennet", me.0);
                 let st =
                     GuestStack::new(NetfrontDevice::new(front), mac, ip, opts.gateway, &banner);
