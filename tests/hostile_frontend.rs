@@ -230,6 +230,9 @@ fn read_only_grant_posted_for_receive_disconnects() {
         e.back.process_rx(Instant::now()),
         Err(VifError::BadGrant(GrantStatus::GeneralError))
     );
+    // The frame whose copy failed was not delivered: an rx error, not an rx packet.
+    let c = e.back.counters();
+    assert_eq!((c.rx_packets, c.rx_bytes, c.rx_errors), (0, 0, 1));
     // Frames queued for a disconnected vif are counted, not lost silently.
     assert!(!e.back.enqueue_rx(&[0xffu8; 60], Instant::now()));
     assert_eq!(e.back.counters().rx_dropped_disconnected, 1);

@@ -134,92 +134,19 @@ impl<N: Notify> RxPath<N> {
     {
         let mut delivered = 0;
         loop {
-            self.ops.clear();
-            self.slots.clear();
-            let mut frames = 0;
-            let mut page = 0;
-            while let Some((frame, _)) = self.queue.front() {
-                let len = frame.len();
-                let needed = len.div_ceil(PAGE_SIZE).max(1);
-                if page + needed > self.staging.len() {
-                    break;
-                }
-                let avail = self.ring.unconsumed_requests()? as usize;
-                if avail < needed {
-                    if frames == 0 {
-                        counters.rx_ring_full += 1;
-                    }
-                    break;
-                }
-                for (i, chunk) in frame.chunks(PAGE_SIZE).enumerate() {
-                    let Some(req) = self.ring.pop_request()? else {
-                        return Err(VifError::IncompleteChain);
-                    };
-                    let len = chunk.len() as u16;
-                    let more = i + 1 < needed;
-                    // A buffer the frontend keeps mapped for us: write it directly.
-                    let mapped = peer
-                        .statics
-                        .find(req.gref)
-                        .filter(|&e| !peer.statics.page(e).readonly());
-                    if let Some(e) = mapped {
-                        write_mapped(peer.statics.page(e), 0, chunk)?;
-                        counters.mapped_slots += 1;
-                        self.slots.push((req.id, len, more, NO_OP));
-                        continue;
-                    }
-                    let staging = self.staging[page];
-                    page += 1;
-                    peer.memory.write(staging, 0, chunk)?;
-                    self.slots.push((req.id, len, more, self.ops.len() as u32));
-                    self.ops.push(GnttabCopy::to_grant(
-                        GnttabCopyPtr::local(staging, 0),
-                        GnttabCopyPtr::gref(req.gref, peer.frontend, 0),
-                        len,
-                    ));
-                }
-                frames += 1;
-                counters.rx_packets += 1;
-                counters.rx_bytes += len as u64;
-                if let Some((buf, _)) = self.queue.pop_front() {
-                    if self.spare.len() < SPARE_BUFFERS {
-                        self.spare.push(buf);
-                    }
-                }
+            let (mut frames, mut bytes) = (0, 0);
+            if let Err(e) = self.batch(peer, counters, &mut frames, &mut bytes) {
+                // The batch's frames left the queue but never reached the guest.
+                counters.rx_errors += frames as u64;
+                return Err(e);
             }
             if frames == 0 {
                 break;
             }
-            if !self.ops.is_empty() {
-                counters.copy_batches += 1;
-                peer.grants
-                    .grant_copy(&mut self.ops)
-                    .map_err(VifError::Copy)?;
-            }
-            for &(id, len, more, op) in &self.slots {
-                if let Some(op) = self.ops.get(op as usize) {
-                    let status = op.status();
-                    if status != GrantStatus::Okay {
-                        return Err(VifError::BadGrant(status));
-                    }
-                }
-                let flags = if more {
-                    RxFlags::MORE_DATA
-                } else {
-                    RxFlags::empty()
-                };
-                let rsp = RxResponse {
-                    id,
-                    offset: 0,
-                    flags: flags.bits(),
-                    status: len as i16,
-                };
-                self.ring.push_response(&rsp)?;
-            }
-            if self.ring.push_responses_and_check_notify() {
-                self.kick.notify();
-                counters.notify_sent += 1;
-            }
+            // Counted once the guest has them (the copies succeeded, the responses
+            // are published), not when they were queued for copying.
+            counters.rx_packets += frames as u64;
+            counters.rx_bytes += bytes;
             delivered += frames;
         }
         // Frames that waited too long for buffers are dropped, oldest first.
@@ -231,6 +158,106 @@ impl<N: Notify> RxPath<N> {
             counters.rx_dropped_stalled += 1;
         }
         Ok(delivered)
+    }
+
+    /// One batch: as many queued frames as the staging pages and the posted buffers
+    /// hold, copied and answered. `frames` and `bytes` count what left the queue.
+    fn batch<G, M>(
+        &mut self,
+        peer: &Peer<G, M>,
+        counters: &mut VifCounters,
+        frames: &mut usize,
+        bytes: &mut u64,
+    ) -> Result<(), VifError>
+    where
+        G: GrantCopy + GrantMap,
+        M: LocalMemory,
+    {
+        self.ops.clear();
+        self.slots.clear();
+        let mut page = 0;
+        while let Some((frame, _)) = self.queue.front() {
+            let len = frame.len();
+            let needed = len.div_ceil(PAGE_SIZE).max(1);
+            if page + needed > self.staging.len() {
+                break;
+            }
+            let avail = self.ring.unconsumed_requests()? as usize;
+            if avail < needed {
+                if *frames == 0 {
+                    counters.rx_ring_full += 1;
+                }
+                break;
+            }
+            for (i, chunk) in frame.chunks(PAGE_SIZE).enumerate() {
+                let Some(req) = self.ring.pop_request()? else {
+                    return Err(VifError::IncompleteChain);
+                };
+                let len = chunk.len() as u16;
+                let more = i + 1 < needed;
+                // A buffer the frontend keeps mapped for us: write it directly.
+                let mapped = peer
+                    .statics
+                    .find(req.gref)
+                    .filter(|&e| !peer.statics.page(e).readonly());
+                if let Some(e) = mapped {
+                    write_mapped(peer.statics.page(e), 0, chunk)?;
+                    counters.mapped_slots += 1;
+                    self.slots.push((req.id, len, more, NO_OP));
+                    continue;
+                }
+                let staging = self.staging[page];
+                page += 1;
+                peer.memory.write(staging, 0, chunk)?;
+                self.slots.push((req.id, len, more, self.ops.len() as u32));
+                self.ops.push(GnttabCopy::to_grant(
+                    GnttabCopyPtr::local(staging, 0),
+                    GnttabCopyPtr::gref(req.gref, peer.frontend, 0),
+                    len,
+                ));
+            }
+            *frames += 1;
+            *bytes += len as u64;
+            if let Some((buf, _)) = self.queue.pop_front() {
+                if self.spare.len() < SPARE_BUFFERS {
+                    self.spare.push(buf);
+                }
+            }
+        }
+        if *frames == 0 {
+            return Ok(());
+        }
+        if !self.ops.is_empty() {
+            counters.copy_batches += 1;
+            peer.grants
+                .grant_copy(&mut self.ops)
+                .map_err(VifError::Copy)?;
+        }
+        for &(id, len, more, op) in &self.slots {
+            if let Some(op) = self.ops.get(op as usize) {
+                let status = op.status();
+                if status != GrantStatus::Okay {
+                    return Err(VifError::BadGrant(status));
+                }
+            }
+            let flags = if more {
+                RxFlags::MORE_DATA
+            } else {
+                RxFlags::empty()
+            };
+            let rsp = RxResponse {
+                id,
+                offset: 0,
+                flags: flags.bits(),
+                status: len as i16,
+            };
+            self.ring.push_response(&rsp)?;
+        }
+        if self.ring.push_responses_and_check_notify() {
+            self.kick.notify();
+            counters.notify_sent += 1;
+        }
+        Ok(())
     }
 
     /// Before sleeping: whether queued frames could move now (else `req_event` is
