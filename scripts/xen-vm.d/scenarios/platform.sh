@@ -2,7 +2,7 @@
 # The xenlinux platform against the hypervisor: `xennet platform-check` grants pages in
 # a domU (gntalloc) and copies through them from dom0 (gntdev); every GNTST status must
 # equal the plain-process platform's for the same case; a burst of notifications to the
-# domU must coalesce. The domU part is ../domu/platform.sh.
+# domU must coalesce (one or two events for five sends). The domU part is ../domu/platform.sh.
 . /host/lib.sh
 PAIR="xennet platform (xenlinux) <-> Xen 4.17"
 name=platform
@@ -20,7 +20,10 @@ while IFS= read -r line; do
     "DIFF  "*) rest=${line#DIFF  }; fail "grant copy, ${rest%%: *}" "${rest#*: }"; n=$((n+1)) ;;
     "events: "*)
       got=$(printf '%s' "$line" | sed -n 's/.*sent, \([0-9]*\) received.*/\1/p')
-      if [ "$got" = 1 ]; then ok "event channel: ${line#events: } (coalesced)"
+      # A port holds one pending event: sends while it is pending merge into it, and
+      # at most one more can arrive once the first was taken (delivery clears the
+      # pending bit, and a send racing with it sets it again). So 1 or 2 of the burst.
+      if [ "$got" = 1 ] || [ "$got" = 2 ]; then ok "event channel: ${line#events: } (coalesced)"
       else fail "event channel notifications coalesce" "${line#events: }"; fi ;;
   esac
 done <<< "$out"
