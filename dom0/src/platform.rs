@@ -44,13 +44,19 @@ pub trait DriverPlatform {
     /// Block until an event is pending on some bound port or `timeout` passes;
     /// appends the ports that had events to `out` (nothing on timeout). Allocates
     /// nothing once `out` has grown.
-    fn wait_into(&self, timeout: Option<Duration>, out: &mut Vec<Port>);
+    fn wait_into(&self, timeout: Option<Duration>, out: &mut Vec<Port>) {
+        self.events().wait_into(timeout, out);
+    }
 
     /// Hold `port`'s events (the event-storm throttle).
-    fn mask(&self, port: Port);
+    fn mask(&self, port: Port) {
+        self.events().mask(port);
+    }
 
     /// Deliver `port`'s events again (one held while masked arrives now).
-    fn unmask(&self, port: Port);
+    fn unmask(&self, port: Port) {
+        self.events().unmask(port);
+    }
 
     /// Close `port` (the frontend's end becomes unbound).
     fn close(&self, port: Port) {
@@ -98,18 +104,6 @@ impl DriverPlatform for Side {
 
     fn events(&self) -> &Self::Events {
         &self.events
-    }
-
-    fn wait_into(&self, timeout: Option<Duration>, out: &mut Vec<Port>) {
-        self.events.wait_into(timeout, out);
-    }
-
-    fn mask(&self, port: Port) {
-        self.events.mask(port);
-    }
-
-    fn unmask(&self, port: Port) {
-        self.events.unmask(port);
     }
 }
 
@@ -206,17 +200,5 @@ impl DriverPlatform for XenLinuxSide {
 
     fn events(&self) -> &Self::Events {
         &self.events
-    }
-
-    fn wait_into(&self, timeout: Option<Duration>, out: &mut Vec<Port>) {
-        self.events.wait_into(timeout, out);
-    }
-
-    fn mask(&self, port: Port) {
-        self.events.mask(port);
-    }
-
-    fn unmask(&self, port: Port) {
-        self.events.unmask(port);
     }
 }

@@ -1,5 +1,7 @@
 //! The event-channel operations every platform offers drivers' handshakes.
 
+use std::time::Duration;
+
 use xennet_ring::{DomId, Notify, Port};
 
 /// The event-channel operations a driver's XenStore handshake needs
@@ -23,4 +25,14 @@ pub trait EventChannelOps {
 
     /// Close `port`; the peer's end sees it unbound.
     fn close(&self, port: Port);
+
+    /// Wait up to `timeout` (forever with `None`) for events, appending the pending
+    /// ports to `out`; the ports are ready to fire again afterwards.
+    fn wait_into(&self, timeout: Option<Duration>, out: &mut Vec<Port>);
+
+    /// Hold `port`'s events back (they stay pending) until [`EventChannelOps::unmask`].
+    fn mask(&self, port: Port);
+
+    /// Let `port`'s events through again, delivering one held back meanwhile.
+    fn unmask(&self, port: Port);
 }

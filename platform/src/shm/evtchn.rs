@@ -375,4 +375,16 @@ impl crate::EventChannelOps for Arc<EventChannels> {
     fn close(&self, port: Port) {
         EventChannels::close(self, port)
     }
+
+    fn wait_into(&self, timeout: Option<Duration>, out: &mut Vec<Port>) {
+        EventChannels::wait_into(self, timeout, out)
+    }
+
+    fn mask(&self, port: Port) {
+        EventChannels::mask(self, port)
+    }
+
+    fn unmask(&self, port: Port) {
+        EventChannels::unmask(self, port)
+    }
 }
