@@ -51,10 +51,14 @@ pub(super) fn listen_domain(sh: &Arc<Shared>, domid: u16) -> io::Result<DomainEn
     let stop = Arc::new(AtomicBool::new(false));
     let sh2 = sh.clone();
     let stop2 = stop.clone();
-    thread::Builder::new()
+    let accept = thread::Builder::new()
         .name(format!("xenstored-dom{domid}"))
         .spawn(move || accept_loop(sh2, listener, Caller::guest(domid), stop2))?;
-    Ok(DomainEntry { socket: path, stop })
+    Ok(DomainEntry {
+        socket: path,
+        stop,
+        accept,
+    })
 }
 
 pub(super) fn release(sh: &Shared, st: &mut State, domid: u16) -> Result<(), Errno> {

@@ -147,6 +147,8 @@ struct Conn {
 struct DomainEntry {
     socket: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Its accept loop, which owns the listener: joined, the socket is closed.
+    accept: thread::JoinHandle<()>,
 }
 
 struct State {
@@ -178,6 +180,8 @@ impl Shared {
 /// A running daemon. Dropping it stops it and removes its sockets.
 pub struct Xenstored {
     shared: Arc<Shared>,
+    /// Domain 0's accept loop (taken when it is joined).
+    dom0_accept: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl Xenstored {
@@ -261,10 +265,13 @@ impl Xenstored {
         let listener = bind(&dom0)?;
         let sh = shared.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        thread::Builder::new()
+        let accept = thread::Builder::new()
             .name("xenstored-dom0".into())
             .spawn(move || accept_loop(sh, listener, Caller::DOM0, stop))?;
-        Ok(Xenstored { shared })
+        Ok(Xenstored {
+            shared,
+            dom0_accept: Mutex::new(Some(accept)),
+        })
     }
 
     /// The directory holding the sockets.
@@ -350,14 +357,27 @@ impl Xenstored {
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
         st.conns.clear();
-        for entry in st.domains.values() {
+        let domains = std::mem::take(&mut st.domains);
+        drop(st);
+        let mut loops = Vec::new();
+        for entry in domains.into_values() {
             entry.stop.store(true, Ordering::Release);
             // Wake its accept loop, which sees the flag and drops the listener.
             let _ = UnixStream::connect(&entry.socket);
+            loops.push(entry.accept);
         }
-        st.domains.clear();
-        drop(st);
         let _ = UnixStream::connect(dom0_socket(&self.shared.dir));
+        loops.extend(
+            self.dom0_accept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        // A dead process's listeners are closed when it dies: once this
+        // returns, connecting to a socket left behind is refused.
+        for l in loops {
+            let _ = l.join();
+        }
     }
 }
 
