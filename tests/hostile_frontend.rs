@@ -26,6 +26,9 @@ struct Evil {
     tx_page: NonNull<u8>,
     data: GrantRef,
     data_ro_for_rx: GrantRef,
+    /// The page behind `data`, and the guest that owns it (to write frames into it).
+    data_frame: Frame,
+    domu: Side,
     back: Queue,
 }
 
@@ -72,6 +75,8 @@ fn evil() -> Evil {
         tx_page,
         data,
         data_ro_for_rx: data_ro,
+        data_frame: df,
+        domu,
         back,
     }
 }
@@ -92,6 +97,15 @@ impl Evil {
             self.tx.push_request(r).unwrap();
         }
         self.tx.push_requests();
+    }
+
+    /// Runs the backend and returns the frames it delivered.
+    fn run_collect(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.back
+            .process_tx(64, Instant::now(), &mut |f| out.push(f.to_vec()))
+            .unwrap();
+        out
     }
 
     fn run(&mut self) -> (Result<usize, VifError>, usize) {
@@ -181,6 +195,112 @@ fn short_frames_and_disagreeing_sizes_are_answered_with_error() {
     e.send(&[slot(d, 0, 100, true, 2), slot(d, 0, 500, false, 3)]);
     assert_eq!(e.run(), (Ok(2), 0));
     assert_eq!(e.statuses(), [NETIF_RSP_ERROR; 3]);
+    assert!(e.back.broken().is_none());
+}
+
+/// An Ethernet + IPv4 + TCP frame from 10.0.0.1 to 10.0.0.2 carrying `payload` bytes,
+/// its TCP checksum left as a frontend offloading it leaves it (zero).
+fn tcp_frame(payload: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 54 + payload];
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    f[38..42].copy_from_slice(&1000u32.to_be_bytes());
+    f[46] = 5 << 4;
+    f[47] = 0x18; // PSH, ACK
+    for (i, b) in f[54..].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    // The IPv4 header checksum is always the frontend's to fill in.
+    let mut acc: u32 = f[14..34]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    f[24..26].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+    f
+}
+
+/// Checks the IPv4 and TCP checksums of a delivered frame and returns (seq, payload).
+fn checked_tcp(frame: &[u8]) -> (u32, Vec<u8>) {
+    use smoltcp::wire::{EthernetFrame, IpAddress, Ipv4Packet, TcpPacket};
+    let eth = EthernetFrame::new_checked(frame).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 header checksum");
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    let (src, dst) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
+    );
+    assert!(tcp.verify_checksum(&src, &dst), "TCP checksum");
+    (tcp.seq_number().0 as u32, tcp.payload().to_vec())
+}
+
+#[test]
+fn a_csum_blank_frame_is_delivered_with_its_checksum_filled_in() {
+    let mut e = evil();
+    let f = tcp_frame(200);
+    e.domu.domain.write(e.data_frame, 0, &f).unwrap();
+    let mut first = slot(e.data, 0, f.len() as u16, false, 1);
+    first.flags |= (TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED).bits();
+    e.send(&[first]);
+    let out = e.run_collect();
+    assert_eq!(out.len(), 1);
+    assert_eq!(checked_tcp(&out[0]), (1000, f[54..].to_vec()));
+    assert_eq!(e.statuses(), [NETIF_RSP_OKAY]);
+}
+
+#[test]
+fn a_gso_frame_is_delivered_as_checksummed_segments() {
+    let mut e = evil();
+    // Payload in two slots, as Linux netfront sends a frame larger than a page.
+    let f = tcp_frame(4000);
+    let (head, tail) = (2048usize, f.len() - 2048);
+    e.domu.domain.write(e.data_frame, 0, &f[..head]).unwrap();
+    e.domu.domain.write(e.data_frame, 2048, &f[head..]).unwrap();
+    let mut first = slot(e.data, 0, f.len() as u16, true, 1);
+    first.flags |= (TxFlags::CSUM_BLANK | TxFlags::EXTRA_INFO).bits();
+    let gso = ExtraInfo::encode(
+        xennet_ring::netif::Extra::Gso {
+            size: 1448,
+            gso_type: xennet_ring::netif::XEN_NETIF_GSO_TYPE_TCPV4,
+            features: 0,
+        },
+        false,
+    );
+    e.send(&[first, gso.into(), slot(e.data, 2048, tail as u16, false, 2)]);
+    let out = e.run_collect();
+    assert_eq!(out.len(), 3, "4000 bytes at an MSS of 1448");
+    let mut data = Vec::new();
+    for (i, seg) in out.iter().enumerate() {
+        assert!(seg.len() <= 1514);
+        let (seq, payload) = checked_tcp(seg);
+        assert_eq!(seq, 1000 + 1448 * i as u32);
+        data.extend(payload);
+    }
+    assert_eq!(data, f[54..]);
+    let c = e.back.counters();
+    assert_eq!((c.tx_packets, c.tx_gso_segments), (1, 3));
+}
+
+#[test]
+fn an_offload_the_headers_cannot_carry_is_answered_with_error() {
+    let mut e = evil();
+    let mut f = tcp_frame(20);
+    f[23] = 1; // ICMP: no TCP/UDP checksum to fill in.
+    e.domu.domain.write(e.data_frame, 0, &f).unwrap();
+    let mut first = slot(e.data, 0, f.len() as u16, false, 1);
+    first.flags |= TxFlags::CSUM_BLANK.bits();
+    e.send(&[first]);
+    assert!(e.run_collect().is_empty());
+    assert_eq!(e.statuses(), [NETIF_RSP_ERROR]);
+    let c = e.back.counters();
+    assert_eq!((c.tx_errors, c.tx_bad_offload), (1, 1));
     assert!(e.back.broken().is_none());
 }
 

@@ -9,8 +9,14 @@ pub struct VifCounters {
     pub tx_packets: u64,
     /// Bytes of those frames.
     pub tx_bytes: u64,
-    /// Frames refused with an ERROR response (bad size, 18-19 slots, copy failure).
+    /// Frames refused with an ERROR response (bad size, 18-19 slots, copy failure,
+    /// an offload that cannot be done).
     pub tx_errors: u64,
+    /// Of those, frames whose checksum or segmentation request (csum_blank, GSO) their
+    /// headers cannot carry.
+    pub tx_bad_offload: u64,
+    /// Segments made from GSO frames (each GSO frame counts once in `tx_packets`).
+    pub tx_gso_segments: u64,
     /// Frames sent into the guest's rx ring.
     pub rx_packets: u64,
     /// Bytes of those frames.
@@ -54,6 +60,8 @@ impl AddAssign for VifCounters {
         self.tx_packets += o.tx_packets;
         self.tx_bytes += o.tx_bytes;
         self.tx_errors += o.tx_errors;
+        self.tx_bad_offload += o.tx_bad_offload;
+        self.tx_gso_segments += o.tx_gso_segments;
         self.rx_packets += o.rx_packets;
         self.rx_bytes += o.rx_bytes;
         self.rx_dropped_queue_full += o.rx_dropped_queue_full;

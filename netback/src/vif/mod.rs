@@ -9,6 +9,7 @@ mod credit;
 mod ctrl;
 mod device;
 mod error;
+mod offload;
 mod peer;
 mod queue;
 mod rx;

@@ -24,6 +24,7 @@ use xennet_ring::{
 use super::counters::VifCounters;
 use super::credit::Credit;
 use super::error::VifError;
+use super::offload::{self, TxOffload};
 use super::peer::Peer;
 
 /// Status for a packet that is dropped but does not end the connection.
@@ -54,6 +55,8 @@ pub(super) struct TxPacket {
     pieces_n: usize,
     /// Dropped with an ERROR response (not delivered) if set.
     drop: bool,
+    /// Checksum and segmentation the frontend asked for.
+    offload: TxOffload,
 }
 
 /// Where one data slot's bytes are read from.
@@ -106,6 +109,8 @@ pub(super) struct TxPath<N> {
     /// Where a guest's frame is assembled (used from its first page boundary on,
     /// see [`xennet_ring::memory::page_aligned`]).
     frame_buf: Vec<u8>,
+    /// Where the segments of a GSO frame are built, one at a time.
+    segment_buf: Vec<u8>,
     credit: Credit,
     kick: N,
 }
@@ -126,6 +131,7 @@ impl<N: Notify> TxPath<N> {
             slots: Vec::with_capacity(TX_BATCH * 4),
             pkts: Vec::with_capacity(TX_BATCH),
             frame_buf: vec![0; XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE],
+            segment_buf: vec![0; XEN_NETIF_MAX_TX_SIZE + 1],
             credit: Credit::new(rate, now),
             kick,
         }
@@ -226,12 +232,28 @@ impl<N: Notify> TxPath<N> {
                             }
                         }
                     }
-                    if pos == pkt.len {
+                    if pos != pkt.len {
+                        status = DROP_STATUS;
+                    } else if pkt.offload.is_none() {
                         deliver(&buf[..pos]);
                         counters.tx_packets += 1;
                         counters.tx_bytes += pos as u64;
                     } else {
-                        status = DROP_STATUS;
+                        let frame = &mut buf[..pos];
+                        match offload::complete(frame, pkt.offload, &mut self.segment_buf, deliver)
+                        {
+                            Ok(frames) => {
+                                counters.tx_packets += 1;
+                                counters.tx_bytes += pos as u64;
+                                if pkt.offload.gso.is_some() {
+                                    counters.tx_gso_segments += frames as u64;
+                                }
+                            }
+                            Err(_) => {
+                                counters.tx_bad_offload += 1;
+                                status = DROP_STATUS;
+                            }
+                        }
                     }
                 }
                 if status == DROP_STATUS {
@@ -263,6 +285,10 @@ impl<N: Notify> TxPath<N> {
         self.slots.push(first);
         let mut extra_mask = 0u32;
         let first_flags = TxFlags::from_bits_truncate(first.flags);
+        let mut offload = TxOffload {
+            csum_blank: first_flags.contains(TxFlags::CSUM_BLANK),
+            gso: None,
+        };
         // Extra-info slots follow the first slot.
         if first_flags.contains(TxFlags::EXTRA_INFO) {
             loop {
@@ -280,6 +306,7 @@ impl<N: Notify> TxPath<N> {
                         if size == 0 || !known {
                             return Err(VifError::BadExtra(extra.type_));
                         }
+                        offload.gso = Some((size, gso_type));
                     }
                     Ok(_) => {}
                 }
@@ -315,6 +342,7 @@ impl<N: Notify> TxPath<N> {
             pieces_start: self.pieces.len(),
             pieces_n: 0,
             drop: false,
+            offload,
         };
         // Sizes: every data slot stays in its page (fatal otherwise); the fragments after
         // the first must fit in the total, the first slot holding the rest.
