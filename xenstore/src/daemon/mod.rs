@@ -9,9 +9,11 @@
 //! One thread per listening socket, and per connection one reader thread and
 //! one writer thread. All state sits behind one mutex: requests are small and
 //! the tree is in memory, so a request never waits on I/O while holding it.
-//! Replies and watch events go through the connection's bounded outbox; a
-//! client that stops reading loses watch events (counted and logged), never
-//! stalls the daemon.
+//! Replies and watch events go through the connection's outbox
+//! (`outbox.rs`); a client that stops reading stops being read once its outbox
+//! holds [`Limits::outstanding_bytes`], and a guest's watch events are dropped
+//! (counted and logged) rather than queued past it: the daemon never stalls
+//! and never holds more than that for one client.
 //!
 //! Started with [`Xenstored::start_persistent`], the daemon keeps its store in
 //! `DIR/journal` ([`super::journal`]): every change is on disk before its reply
@@ -27,18 +29,19 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 mod conn;
 mod domain;
+mod outbox;
 mod request;
 mod watch;
 
 use conn::*;
 use domain::*;
+use outbox::Outbox;
 pub use request::apply;
 use request::*;
 use watch::*;
@@ -67,6 +70,11 @@ pub struct Limits {
     pub connections_per_domain: usize,
     /// Messages queued towards one connection before watch events are dropped.
     pub outstanding_messages: usize,
+    /// Bytes queued towards one connection (replies and watch events its
+    /// client has not read) at which the daemon stops reading the
+    /// connection's requests until the client reads; a guest connection's
+    /// watch events are dropped past it.
+    pub outstanding_bytes: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +88,7 @@ impl Default for Limits {
             perms_per_node: 5,
             connections_per_domain: 64,
             outstanding_messages: 1024,
+            outstanding_bytes: 128 << 10,
         }
     }
 }
@@ -105,6 +114,11 @@ pub struct DaemonStats {
     pub watch_events: AtomicU64,
     /// Watch events dropped because the client stopped reading.
     pub watch_events_dropped: AtomicU64,
+    /// Times a connection's requests stopped being read because its client
+    /// was not reading the replies (`Limits::outstanding_bytes`).
+    pub reads_paused: AtomicU64,
+    /// The most bytes queued towards one connection at any time.
+    pub outbox_peak_bytes: AtomicU64,
     /// Commits refused with EAGAIN.
     pub transaction_conflicts: AtomicU64,
     /// Connections closed for malformed messages.
@@ -129,11 +143,6 @@ struct Transaction {
     /// Paths whose state the commit copies into the live tree.
     written: BTreeSet<String>,
     changes: Vec<Change>,
-}
-
-struct Outbox {
-    tx: mpsc::Sender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
 }
 
 struct Conn {
@@ -287,6 +296,17 @@ impl Xenstored {
     /// Connections currently open (each costs the daemon two threads).
     pub fn connections(&self) -> usize {
         self.shared.lock().conns.len()
+    }
+
+    /// Connections whose requests are not being read until their client
+    /// reads the replies queued for it.
+    pub fn stalled_connections(&self) -> usize {
+        self.shared
+            .lock()
+            .conns
+            .values()
+            .filter(|c| c.out.is_stalled())
+            .count()
     }
 
     /// Counters since start.
