@@ -24,7 +24,7 @@
 //! daemon's socket (connection refused: retry) or the new one, never nothing;
 //! a socket that is missing means the domain was released.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -47,7 +47,7 @@ use request::*;
 use watch::*;
 
 use crate::journal::Journal;
-use crate::store::{Caller, Change, Perms, Tree};
+use crate::store::{Caller, Change, Overlay, Perms, Tree};
 use crate::wire::Errno;
 
 /// Limits applied to unprivileged connections (domain 0 is trusted, as in Xen).
@@ -121,6 +121,9 @@ pub struct DaemonStats {
     pub outbox_peak_bytes: AtomicU64,
     /// Commits refused with EAGAIN.
     pub transaction_conflicts: AtomicU64,
+    /// Nodes copied into transactions' private state: a write in a
+    /// transaction copies the nodes it changes; starting one copies nothing.
+    pub transaction_node_copies: AtomicU64,
     /// Connections closed for malformed messages.
     pub protocol_violations: AtomicU64,
     /// Journal writes that failed (the change is live but would not survive a
@@ -135,13 +138,11 @@ struct Watch {
     token: Vec<u8>,
 }
 
+/// An open transaction: what it changed and accessed, over the live tree.
+#[derive(Default)]
 struct Transaction {
-    base: Tree,
-    work: Tree,
-    /// Every path read or written, for conflict detection.
-    footprint: BTreeSet<String>,
-    /// Paths whose state the commit copies into the live tree.
-    written: BTreeSet<String>,
+    overlay: Overlay,
+    /// Watch events its commit fires.
     changes: Vec<Change>,
 }
 
