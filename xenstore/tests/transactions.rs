@@ -41,3 +41,38 @@ fn starting_a_transaction_copies_nothing_of_the_store() {
     txs.into_iter().next().unwrap().commit().unwrap();
     assert_eq!(g.read_string("x").unwrap(), "1");
 }
+
+#[test]
+fn a_write_refused_for_the_transaction_node_limit_is_not_applied_at_commit() {
+    let (_dir, _xs, g) = guest_with(Limits {
+        nodes_per_transaction: 4,
+        ..Limits::default()
+    });
+    g.mkdir("t").unwrap();
+    let tx = g.transaction().unwrap();
+    let mut refused = None;
+    for i in 0..10 {
+        if let Err(e) = tx.write(&format!("t/{i}"), "v") {
+            assert_eq!(e.errno(), Some(Errno::ENOSPC));
+            refused = Some(format!("t/{i}"));
+            break;
+        }
+    }
+    let refused = refused.expect("the transaction node limit refuses a write");
+    let commit = tx.commit();
+    let r = g.read(&refused);
+    assert!(
+        r.as_ref().is_err_and(|e| e.errno() == Some(Errno::ENOENT)),
+        "{refused}, answered ENOSPC inside the transaction, was applied at commit: {r:?}"
+    );
+    // As in xenstored, a transaction with a refused request fails as a whole.
+    assert_eq!(
+        commit.as_ref().err().and_then(|e| e.errno()),
+        Some(Errno::ENOSPC),
+        "{commit:?}"
+    );
+    assert!(g.directory("t").unwrap().is_empty());
+    // The limit is per transaction: the next one starts afresh.
+    g.transact(|tx| tx.write("t/0", "v")).unwrap();
+    assert_eq!(g.read_string("t/0").unwrap(), "v");
+}

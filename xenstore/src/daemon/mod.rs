@@ -121,6 +121,9 @@ pub struct DaemonStats {
     pub outbox_peak_bytes: AtomicU64,
     /// Commits refused with EAGAIN.
     pub transaction_conflicts: AtomicU64,
+    /// Commits refused with ENOSPC: a request of the transaction had been
+    /// refused for the per-transaction node limit.
+    pub transaction_quota_refusals: AtomicU64,
     /// Nodes copied into transactions' private state: a write in a
     /// transaction copies the nodes it changes; starting one copies nothing.
     pub transaction_node_copies: AtomicU64,
@@ -144,6 +147,10 @@ struct Transaction {
     overlay: Overlay,
     /// Watch events its commit fires.
     changes: Vec<Change>,
+    /// A request in it was refused for the per-transaction node limit: its
+    /// commit is refused too (ENOSPC), as xenstored fails such a transaction,
+    /// so it is applied whole or not at all.
+    failed: bool,
 }
 
 struct Conn {

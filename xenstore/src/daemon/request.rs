@@ -277,8 +277,20 @@ fn in_transaction(
     let tx = conn.txs.get_mut(&tx_id).ok_or(Errno::ENOENT)?;
     let copies = tx.overlay.changed();
     let mut view = tx.overlay.view(tree);
-    let out = tree_op(limits, &mut view, caller, ty, body)?;
+    let out = match tree_op(limits, &mut view, caller, ty, body) {
+        Ok(out) => out,
+        Err(e) => {
+            view.rollback();
+            return Err(e);
+        }
+    };
     let accessed = view.accessed_with(out.read.iter().chain(&out.written));
+    if !caller.privileged && accessed > limits.nodes_per_transaction {
+        // Refused, so undone; and the transaction can no longer commit.
+        view.rollback();
+        tx.failed = true;
+        return Err(Errno::ENOSPC);
+    }
     drop(view);
     tx.overlay
         .note_accessed(tree, out.read.iter().chain(&out.written));
@@ -287,9 +299,6 @@ fn in_transaction(
     sh.stats
         .transaction_node_copies
         .fetch_add(copied as u64, Ordering::Relaxed);
-    if !caller.privileged && accessed > limits.nodes_per_transaction {
-        return Err(Errno::ENOSPC);
-    }
     Ok((out.reply, Vec::new()))
 }
 
@@ -401,6 +410,14 @@ pub(super) fn handle(
             let tx = conn.txs.remove(&h.tx_id).ok_or(Errno::ENOENT)?;
             if !commit {
                 return Ok((OK.to_vec(), Vec::new()));
+            }
+            if tx.failed {
+                // xenstored answers ENOMEM, its generic failed-transaction
+                // error; ENOSPC names the limit that was hit.
+                sh.stats
+                    .transaction_quota_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Errno::ENOSPC);
             }
             if tx.overlay.conflicts_with(&st.tree) {
                 sh.stats
