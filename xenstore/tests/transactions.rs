@@ -18,6 +18,36 @@ fn guest_with(limits: Limits) -> (TempDir, Xenstored, XsClient) {
 }
 
 #[test]
+fn two_transactions_each_under_the_node_quota_cannot_both_commit_past_it() {
+    let (_dir, _xs, g) = guest_with(Limits {
+        nodes_per_domain: 10,
+        ..Limits::default()
+    });
+    // The home, a and b: 3 nodes owned.
+    g.mkdir("a").unwrap();
+    g.mkdir("b").unwrap();
+    let ta = g.transaction().unwrap();
+    let tb = g.transaction().unwrap();
+    for i in 0..4 {
+        ta.write(&format!("a/{i}"), "").unwrap();
+        tb.write(&format!("b/{i}"), "").unwrap();
+    }
+    // Each fits alone (7 nodes); they touch different nodes, so no EAGAIN.
+    ta.commit().unwrap();
+    let second = tb.commit();
+    assert_eq!(
+        second.as_ref().err().and_then(|e| e.errno()),
+        Some(Errno::ENOSPC),
+        "the second commit takes guest 5 to 11 nodes, over its quota of 10: {second:?}"
+    );
+    assert_eq!(errno(g.read("b/0")), Errno::ENOENT);
+    // What is left of the quota is still usable, and no more.
+    g.write("c/0", "").unwrap();
+    g.write("c/1", "").unwrap();
+    assert_eq!(errno(g.write("c/2", "")), Errno::ENOSPC);
+}
+
+#[test]
 fn starting_a_transaction_copies_nothing_of_the_store() {
     let (dir, xs, g) = guest_with(Limits::default());
     let dom0 = XsClient::connect(dir.0.join("socket")).unwrap();

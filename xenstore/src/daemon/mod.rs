@@ -122,7 +122,8 @@ pub struct DaemonStats {
     /// Commits refused with EAGAIN.
     pub transaction_conflicts: AtomicU64,
     /// Commits refused with ENOSPC: a request of the transaction had been
-    /// refused for the per-transaction node limit.
+    /// refused for the per-transaction node limit, or the commit would take a
+    /// domain past its node quota.
     pub transaction_quota_refusals: AtomicU64,
     /// Nodes copied into transactions' private state: a write in a
     /// transaction copies the nodes it changes; starting one copies nothing.

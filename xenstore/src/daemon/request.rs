@@ -425,6 +425,18 @@ pub(super) fn handle(
                     .fetch_add(1, Ordering::Relaxed);
                 return Err(Errno::EAGAIN);
             }
+            // The quota was checked against the transaction's view; other
+            // commits may have used it up since (xenstored checks it again).
+            let over_quota = tx
+                .overlay
+                .growth()
+                .any(|(d, more)| st.tree.owned_by(d) + more > limits.nodes_per_domain);
+            if !caller.privileged && over_quota {
+                sh.stats
+                    .transaction_quota_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Errno::ENOSPC);
+            }
             let changed = st.tree.commit(tx.overlay);
             note_paths(st, &changed);
             fire(sh, st, &tx.changes);
