@@ -255,7 +255,7 @@ impl Nodes for TxView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Caller;
+    use crate::store::{Access, Caller, Perm};
 
     const Q: usize = 1000;
 
@@ -349,5 +349,153 @@ mod tests {
         assert!(!tx.conflicts_with(&live));
         live.write(Caller::DOM0, "/absent", b"now", Q).unwrap();
         assert!(tx.conflicts_with(&live));
+    }
+
+    /// xorshift64: deterministic cases without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn path(&mut self) -> String {
+            let mut p = ["/local/domain/5", "/x"][self.below(2)].to_owned();
+            for _ in 0..=self.below(3) {
+                p.push('/');
+                p.push_str(["a", "b", "c"][self.below(3)]);
+            }
+            p
+        }
+    }
+
+    fn dump(t: &Tree) -> Vec<(String, Vec<u8>, Perms)> {
+        t.nodes()
+            .map(|(p, n)| (p.to_owned(), n.value.clone(), n.perms.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_transaction_sees_and_commits_what_the_tree_itself_would() {
+        const QUOTA: usize = 12;
+        for seed in 1..300 {
+            let mut rng = Rng(seed);
+            let mut live = store(0);
+            for _ in 0..10 {
+                let p = rng.path();
+                live.write(Caller::DOM0, &p, b"0", Q).unwrap();
+            }
+            let mut reference = live.clone();
+            let mut tx = Overlay::new();
+            for step in 0..40 {
+                let caller = [Caller::DOM0, Caller::guest(5)][rng.below(2)];
+                let p = rng.path();
+                let before = reference.clone();
+                let mut v = tx.view(&live);
+                let value = [b'0' + rng.below(10) as u8];
+                let same = match rng.below(6) {
+                    0 => {
+                        reference.write(caller, &p, &value, QUOTA)
+                            == v.write(caller, &p, &value, QUOTA)
+                    }
+                    1 => reference.remove(caller, &p) == v.remove(caller, &p),
+                    2 => {
+                        let perms = Perms(vec![Perm::new(5, Access::Read)]);
+                        reference.set_perms(caller, &p, perms.clone())
+                            == v.set_perms(caller, &p, perms)
+                    }
+                    3 => {
+                        reference.read(caller, &p).map(|n| n.value.clone())
+                            == v.read(caller, &p).map(|n| n.value.clone())
+                    }
+                    4 => reference.children(&p) == v.children(&p),
+                    _ => {
+                        reference.get(&p).is_none()
+                            || Tree::subtree(&reference, &p) == v.subtree(&p)
+                    }
+                };
+                assert!(same, "seed {seed} step {step}: {p} differs");
+                assert_eq!(
+                    reference.owned_by(5),
+                    v.owned_by(5),
+                    "seed {seed} step {step}"
+                );
+                if rng.below(6) == 0 {
+                    v.rollback();
+                    reference = before;
+                }
+            }
+            live.commit(tx);
+            live.check_invariants().unwrap();
+            assert_eq!(dump(&live), dump(&reference), "seed {seed}");
+            assert_eq!(live.owned_by(5), reference.owned_by(5), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_node_added_live_below_a_removed_one_stays_hidden_and_conflicts() {
+        let mut live = store(2);
+        let mut tx = Overlay::new();
+        let mut v = tx.view(&live);
+        let removed = v.remove(Caller::DOM0, "/data").unwrap();
+        drop(v);
+        let paths: Vec<String> = removed.into_iter().map(|(p, _)| p).collect();
+        tx.note_accessed(&live, &paths);
+        live.write(Caller::DOM0, "/data/1/late", b"l", Q).unwrap();
+        let v = tx.view(&live);
+        assert!(v.get("/data/1/late").is_none());
+        assert!(v.subtree("/data/1").iter().all(|p| p == "/data/1"));
+        drop(v);
+        assert!(tx.conflicts_with(&live));
+    }
+
+    #[test]
+    fn the_tree_stays_whole_whatever_happens_live_meanwhile() {
+        for seed in 1..300 {
+            let mut rng = Rng(seed);
+            let mut live = store(0);
+            let mut tx = Overlay::new();
+            for _ in 0..40 {
+                let p = rng.path();
+                if rng.below(3) == 0 {
+                    // Another client, outside the transaction.
+                    let _ = match rng.below(2) {
+                        0 => live.write(Caller::DOM0, &p, b"l", Q).map(drop),
+                        _ => live.remove(Caller::DOM0, &p).map(drop),
+                    };
+                    continue;
+                }
+                let mut v = tx.view(&live);
+                let (read, written) = match rng.below(3) {
+                    0 => (
+                        vec![],
+                        v.write(Caller::DOM0, &p, b"t", Q).unwrap_or_default(),
+                    ),
+                    1 => {
+                        let gone = v.remove(Caller::DOM0, &p).unwrap_or_default();
+                        (vec![], gone.into_iter().map(|(p, _)| p).collect())
+                    }
+                    _ => {
+                        let _ = v.children(&p);
+                        (vec![p.clone()], vec![])
+                    }
+                };
+                drop(v);
+                let parents: Vec<String> = written
+                    .iter()
+                    .filter_map(|w| parent_of(w).map(str::to_owned))
+                    .collect();
+                tx.note_accessed(&live, read.iter().chain(&written).chain(&parents));
+                tx.note_accessed(&live, [&p]);
+            }
+            if !tx.conflicts_with(&live) {
+                live.commit(tx);
+            }
+            live.check_invariants()
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        }
     }
 }
