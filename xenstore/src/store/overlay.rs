@@ -160,7 +160,7 @@ impl TxView<'_> {
         self.tx.changed.insert(path.to_owned(), entry);
         match (was_removed, removal) {
             (false, true) => self.tx.removed += 1,
-            (true, false) => self.tx.removed -= 1,
+            (true, false) => self.tx.removed = self.tx.removed.saturating_sub(1),
             _ => {}
         }
     }
