@@ -325,7 +325,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Access, Caller, Perm};
+    use crate::store::{Access, Caller, Nodes, Perm};
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("xnj-{}-{name}", std::process::id()));

@@ -1,7 +1,8 @@
 //! XenStore: the `xs_wire.h` protocol, a daemon on unix sockets, and a client.
 //!
 //! - [`wire`]: message header, types, errno strings, path rules (pure parsing).
-//! - [`store`]: the tree with Xen's node permissions and quotas.
+//! - [`store`]: the tree with Xen's node permissions and quotas, and a
+//!   transaction's view of it.
 //! - [`Xenstored`]: the daemon; `DIR/socket` is domain 0's, `DIR/domain/<id>/socket`
 //!   each introduced guest's. Debian's `xenstore-*` tools work against it with
 //!   `XENSTORED_PATH=DIR/socket`.
@@ -18,6 +19,6 @@ pub mod xenbus;
 
 pub use client::{default_socket, Transaction, WatchEvent, XsClient, XsError};
 pub use daemon::{apply, dom0_socket, domain_socket, DaemonStats, Limits, Xenstored};
-pub use store::{Access, Caller, Perm, Perms, Tree};
+pub use store::{Access, Caller, Nodes, Perm, Perms, Tree};
 pub use wire::Errno;
 pub use xenbus::{NodeError, XenbusState};

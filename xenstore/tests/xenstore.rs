@@ -2,52 +2,16 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use xennet_xenstore::{
     domain_socket, wire, Access, Errno, Perm, WatchEvent, Xenstored, XsClient, XsError,
 };
 
-/// A private socket directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "xennet-xs-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn errno<T: std::fmt::Debug>(r: Result<T, XsError>) -> Errno {
-    r.unwrap_err().errno().expect("an errno reply")
-}
-
-fn next(c: &XsClient) -> WatchEvent {
-    c.wait_watch(WAIT).unwrap().expect("a watch event")
-}
-
-fn no_event(c: &XsClient) {
-    // A barrier: after a round trip, any event caused earlier is already queued.
-    let _ = c.get_domain_path(0);
-    assert_eq!(c.try_watch(), None);
-}
+mod common;
+use common::*;
 
 #[test]
 fn read_write_directory_rm_mkdir() {
@@ -348,25 +312,6 @@ fn introduce_and_release_manage_domain_sockets() {
     // A domain can be introduced again after its release.
     dom0.introduce(8, 0, 0).unwrap();
     assert!(domain_socket(&dir.0, 8).exists());
-}
-
-fn raw(stream: &mut UnixStream, ty: u32, req_id: u32, payload: &[u8]) -> (u32, u32, Vec<u8>) {
-    let mut msg = wire::Header {
-        ty,
-        req_id,
-        tx_id: 0,
-        len: payload.len() as u32,
-    }
-    .to_bytes()
-    .to_vec();
-    msg.extend_from_slice(payload);
-    stream.write_all(&msg).unwrap();
-    let mut h = [0u8; wire::HEADER_LEN];
-    stream.read_exact(&mut h).unwrap();
-    let h = wire::Header::parse(&h).unwrap();
-    let mut body = vec![0u8; h.len as usize];
-    stream.read_exact(&mut body).unwrap();
-    (h.ty, h.req_id, body)
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -14,6 +14,7 @@ use std::thread;
 use crate::store::Caller;
 use crate::wire::{Header, MsgType, HEADER_LEN, PAYLOAD_MAX};
 
+use super::outbox::Backlog;
 use super::*;
 
 /// Removes sockets of domains the daemon does not serve (left by a daemon that
@@ -91,8 +92,8 @@ pub(super) fn accept_loop(
 pub(super) fn start_conn(sh: &Arc<Shared>, stream: UnixStream, caller: Caller) -> io::Result<()> {
     let reader = stream.try_clone()?;
     let writer = stream.try_clone()?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let (out, rx, backlog) = Outbox::new();
+    let room = backlog.clone();
     let id = {
         let mut st = sh.lock();
         if !caller.privileged {
@@ -108,10 +109,7 @@ pub(super) fn start_conn(sh: &Arc<Shared>, stream: UnixStream, caller: Caller) -
             Conn {
                 caller,
                 stream,
-                out: Outbox {
-                    tx,
-                    queued: queued.clone(),
-                },
+                out,
                 watches: Vec::new(),
                 txs: HashMap::new(),
             },
@@ -120,12 +118,12 @@ pub(super) fn start_conn(sh: &Arc<Shared>, stream: UnixStream, caller: Caller) -
     };
     thread::Builder::new()
         .name(format!("xs-w{id}"))
-        .spawn(move || writer_loop(writer, rx, queued))?;
+        .spawn(move || writer_loop(writer, rx, &backlog))?;
     let sh2 = sh.clone();
     thread::Builder::new()
         .name(format!("xs-r{id}"))
         .spawn(move || {
-            reader_loop(&sh2, id, reader);
+            reader_loop(&sh2, id, reader, &room);
             let mut st = sh2.lock();
             if let Some(c) = st.conns.remove(&id) {
                 let _ = c.stream.shutdown(std::net::Shutdown::Both);
@@ -134,24 +132,27 @@ pub(super) fn start_conn(sh: &Arc<Shared>, stream: UnixStream, caller: Caller) -
     Ok(())
 }
 
-pub(super) fn writer_loop(
-    mut w: UnixStream,
-    rx: mpsc::Receiver<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
-) {
+pub(super) fn writer_loop(mut w: UnixStream, rx: mpsc::Receiver<Vec<u8>>, backlog: &Backlog) {
     while let Ok(msg) = rx.recv() {
-        queued.fetch_sub(1, Ordering::AcqRel);
-        if w.write_all(&msg).is_err() {
+        let written = w.write_all(&msg);
+        backlog.sent(msg.len());
+        if written.is_err() {
             let _ = w.shutdown(std::net::Shutdown::Both);
-            return;
+            break;
         }
     }
+    backlog.close();
 }
 
-pub(super) fn reader_loop(sh: &Arc<Shared>, id: u64, mut r: UnixStream) {
+pub(super) fn reader_loop(sh: &Arc<Shared>, id: u64, mut r: UnixStream, backlog: &Backlog) {
     let mut hdr = [0u8; HEADER_LEN];
     let mut payload = vec![0u8; PAYLOAD_MAX];
     loop {
+        // A client that does not read its replies is not read either: what
+        // the daemon holds for it stays bounded, and its own writes block.
+        if !backlog.wait_for_room(sh.limits.outstanding_bytes, &sh.stats) {
+            return;
+        }
         if r.read_exact(&mut hdr).is_err() {
             return;
         }
@@ -196,11 +197,9 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, id: u64, mut r: UnixStream) {
         .to_vec();
         msg.extend_from_slice(&p);
         if let Some(c) = st.conns.get(&id) {
-            c.out.queued.fetch_add(1, Ordering::AcqRel);
-            let _ = c.out.tx.send(msg);
+            c.out.push(msg, &sh.stats);
             for ev in after {
-                c.out.queued.fetch_add(1, Ordering::AcqRel);
-                let _ = c.out.tx.send(ev);
+                c.out.push(ev, &sh.stats);
             }
         }
     }

@@ -9,9 +9,11 @@
 //! One thread per listening socket, and per connection one reader thread and
 //! one writer thread. All state sits behind one mutex: requests are small and
 //! the tree is in memory, so a request never waits on I/O while holding it.
-//! Replies and watch events go through the connection's bounded outbox; a
-//! client that stops reading loses watch events (counted and logged), never
-//! stalls the daemon.
+//! Replies and watch events go through the connection's outbox
+//! (`outbox.rs`); a client that stops reading stops being read once its outbox
+//! holds [`Limits::outstanding_bytes`], and a guest's watch events are dropped
+//! (counted and logged) rather than queued past it: the daemon never stalls
+//! and never holds more than that for one client.
 //!
 //! Started with [`Xenstored::start_persistent`], the daemon keeps its store in
 //! `DIR/journal` ([`super::journal`]): every change is on disk before its reply
@@ -22,29 +24,30 @@
 //! daemon's socket (connection refused: retry) or the new one, never nothing;
 //! a socket that is missing means the domain was released.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
 mod conn;
 mod domain;
+mod outbox;
 mod request;
 mod watch;
 
 use conn::*;
 use domain::*;
+use outbox::Outbox;
 pub use request::apply;
 use request::*;
 use watch::*;
 
 use crate::journal::Journal;
-use crate::store::{Caller, Change, Perms, Tree};
+use crate::store::{Caller, Change, Overlay, Perms, Tree};
 use crate::wire::Errno;
 
 /// Limits applied to unprivileged connections (domain 0 is trusted, as in Xen).
@@ -67,6 +70,11 @@ pub struct Limits {
     pub connections_per_domain: usize,
     /// Messages queued towards one connection before watch events are dropped.
     pub outstanding_messages: usize,
+    /// Bytes queued towards one connection (replies and watch events its
+    /// client has not read) at which the daemon stops reading the
+    /// connection's requests until the client reads; a guest connection's
+    /// watch events are dropped past it.
+    pub outstanding_bytes: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +88,7 @@ impl Default for Limits {
             perms_per_node: 5,
             connections_per_domain: 64,
             outstanding_messages: 1024,
+            outstanding_bytes: 128 << 10,
         }
     }
 }
@@ -105,8 +114,20 @@ pub struct DaemonStats {
     pub watch_events: AtomicU64,
     /// Watch events dropped because the client stopped reading.
     pub watch_events_dropped: AtomicU64,
+    /// Times a connection's requests stopped being read because its client
+    /// was not reading the replies (`Limits::outstanding_bytes`).
+    pub reads_paused: AtomicU64,
+    /// The most bytes queued towards one connection at any time.
+    pub outbox_peak_bytes: AtomicU64,
     /// Commits refused with EAGAIN.
     pub transaction_conflicts: AtomicU64,
+    /// Commits refused with ENOSPC: a request of the transaction had been
+    /// refused for the per-transaction node limit, or the commit would take a
+    /// domain past its node quota.
+    pub transaction_quota_refusals: AtomicU64,
+    /// Nodes copied into transactions' private state: a write in a
+    /// transaction copies the nodes it changes; starting one copies nothing.
+    pub transaction_node_copies: AtomicU64,
     /// Connections closed for malformed messages.
     pub protocol_violations: AtomicU64,
     /// Journal writes that failed (the change is live but would not survive a
@@ -121,19 +142,16 @@ struct Watch {
     token: Vec<u8>,
 }
 
+/// An open transaction: what it changed and accessed, over the live tree.
+#[derive(Default)]
 struct Transaction {
-    base: Tree,
-    work: Tree,
-    /// Every path read or written, for conflict detection.
-    footprint: BTreeSet<String>,
-    /// Paths whose state the commit copies into the live tree.
-    written: BTreeSet<String>,
+    overlay: Overlay,
+    /// Watch events its commit fires.
     changes: Vec<Change>,
-}
-
-struct Outbox {
-    tx: mpsc::Sender<Vec<u8>>,
-    queued: Arc<AtomicUsize>,
+    /// A request in it was refused for the per-transaction node limit: its
+    /// commit is refused too (ENOSPC), as xenstored fails such a transaction,
+    /// so it is applied whole or not at all.
+    failed: bool,
 }
 
 struct Conn {
@@ -287,6 +305,17 @@ impl Xenstored {
     /// Connections currently open (each costs the daemon two threads).
     pub fn connections(&self) -> usize {
         self.shared.lock().conns.len()
+    }
+
+    /// Connections whose requests are not being read until their client
+    /// reads the replies queued for it.
+    pub fn stalled_connections(&self) -> usize {
+        self.shared
+            .lock()
+            .conns
+            .values()
+            .filter(|c| c.out.is_stalled())
+            .count()
     }
 
     /// Counters since start.

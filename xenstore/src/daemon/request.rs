@@ -2,11 +2,10 @@
 //! tree changes out (read, write, mkdir, rm, directory, permissions, transactions,
 //! watches, introduce/release).
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::store::{parent_of, Caller, Change, Perms, Tree};
+use crate::store::{parent_of, Caller, Change, Nodes, Perms, Tree};
 use crate::wire::{self, check_path, Errno, Header, MsgType, ABS_PATH_MAX, PAYLOAD_MAX};
 
 use super::*;
@@ -75,7 +74,7 @@ pub fn apply(
 
 pub(super) fn tree_op(
     limits: &Limits,
-    tree: &mut Tree,
+    tree: &mut impl Nodes,
     caller: Caller,
     ty: MsgType,
     body: &[u8],
@@ -239,7 +238,7 @@ pub(super) fn tree_op(
     }
 }
 
-pub(super) fn written_outcome(tree: &Tree, path: String, created: Vec<String>) -> Outcome {
+pub(super) fn written_outcome(tree: &impl Nodes, path: String, created: Vec<String>) -> Outcome {
     let mut written = created.clone();
     if let Some(first) = created.first().and_then(|p| parent_of(p)) {
         written.push(first.to_owned());
@@ -259,6 +258,48 @@ pub(super) fn written_outcome(tree: &Tree, path: String, created: Vec<String>) -
             recursive: false,
         }],
     }
+}
+
+/// A tree request inside transaction `tx_id`: run on the transaction's view
+/// of the tree, recording what it accessed.
+fn in_transaction(
+    sh: &Shared,
+    st: &mut State,
+    id: u64,
+    tx_id: u32,
+    caller: Caller,
+    ty: MsgType,
+    body: &[u8],
+) -> Result<Handled, Errno> {
+    let limits = &sh.limits;
+    let State { conns, tree, .. } = st;
+    let conn = conns.get_mut(&id).ok_or(Errno::EIO)?;
+    let tx = conn.txs.get_mut(&tx_id).ok_or(Errno::ENOENT)?;
+    let copies = tx.overlay.changed();
+    let mut view = tx.overlay.view(tree);
+    let out = match tree_op(limits, &mut view, caller, ty, body) {
+        Ok(out) => out,
+        Err(e) => {
+            view.rollback();
+            return Err(e);
+        }
+    };
+    let accessed = view.accessed_with(out.read.iter().chain(&out.written));
+    if !caller.privileged && accessed > limits.nodes_per_transaction {
+        // Refused, so undone; and the transaction can no longer commit.
+        view.rollback();
+        tx.failed = true;
+        return Err(Errno::ENOSPC);
+    }
+    drop(view);
+    tx.overlay
+        .note_accessed(tree, out.read.iter().chain(&out.written));
+    tx.changes.extend(out.changes);
+    let copied = tx.overlay.changed().saturating_sub(copies);
+    sh.stats
+        .transaction_node_copies
+        .fetch_add(copied as u64, Ordering::Relaxed);
+    Ok((out.reply, Vec::new()))
 }
 
 pub(super) fn handle(
@@ -286,17 +327,7 @@ pub(super) fn handle(
                 fire(sh, st, &out.changes);
                 Ok((out.reply, Vec::new()))
             } else {
-                let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-                let tx = conn.txs.get_mut(&h.tx_id).ok_or(Errno::ENOENT)?;
-                let out = tree_op(&limits, &mut tx.work, caller, ty, body)?;
-                tx.footprint.extend(out.read);
-                tx.footprint.extend(out.written.iter().cloned());
-                tx.written.extend(out.written);
-                tx.changes.extend(out.changes);
-                if !caller.privileged && tx.footprint.len() > limits.nodes_per_transaction {
-                    return Err(Errno::ENOSPC);
-                }
-                Ok((out.reply, Vec::new()))
+                in_transaction(sh, st, id, h.tx_id, caller, ty, body)
             }
         }
         MsgType::Watch => {
@@ -357,23 +388,16 @@ pub(super) fn handle(
             if h.tx_id != 0 {
                 return Err(Errno::EBUSY);
             }
-            let txid = st.next_tx;
-            st.next_tx = st.next_tx.wrapping_add(1).max(1);
-            let snapshot = st.tree.clone();
-            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
-            if !caller.privileged && conn.txs.len() >= limits.transactions_per_connection {
+            // Refused before anything is allocated; and starting one copies
+            // nothing: a transaction holds only the nodes it changes.
+            let open = st.conns.get(&id).ok_or(Errno::EIO)?.txs.len();
+            if !caller.privileged && open >= limits.transactions_per_connection {
                 return Err(Errno::ENOSPC);
             }
-            conn.txs.insert(
-                txid,
-                Transaction {
-                    work: snapshot.clone(),
-                    base: snapshot,
-                    footprint: BTreeSet::new(),
-                    written: BTreeSet::new(),
-                    changes: Vec::new(),
-                },
-            );
+            let txid = st.next_tx;
+            st.next_tx = st.next_tx.wrapping_add(1).max(1);
+            let conn = st.conns.get_mut(&id).ok_or(Errno::EIO)?;
+            conn.txs.insert(txid, Transaction::default());
             Ok((format!("{txid}\0").into_bytes(), Vec::new()))
         }
         MsgType::TransactionEnd => {
@@ -387,18 +411,34 @@ pub(super) fn handle(
             if !commit {
                 return Ok((OK.to_vec(), Vec::new()));
             }
-            let conflict = tx
-                .footprint
-                .iter()
-                .any(|p| tx.base.gen_of(p) != st.tree.gen_of(p));
-            if conflict {
+            if tx.failed {
+                // xenstored answers ENOMEM, its generic failed-transaction
+                // error; ENOSPC names the limit that was hit.
+                sh.stats
+                    .transaction_quota_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Errno::ENOSPC);
+            }
+            if tx.overlay.conflicts_with(&st.tree) {
                 sh.stats
                     .transaction_conflicts
                     .fetch_add(1, Ordering::Relaxed);
                 return Err(Errno::EAGAIN);
             }
-            st.tree.adopt(&tx.work, &tx.written);
-            note_paths(st, &tx.written);
+            // The quota was checked against the transaction's view; other
+            // commits may have used it up since (xenstored checks it again).
+            let over_quota = tx
+                .overlay
+                .growth()
+                .any(|(d, more)| st.tree.owned_by(d) + more > limits.nodes_per_domain);
+            if !caller.privileged && over_quota {
+                sh.stats
+                    .transaction_quota_refusals
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Errno::ENOSPC);
+            }
+            let changed = st.tree.commit(tx.overlay);
+            note_paths(st, &changed);
             fire(sh, st, &tx.changes);
             Ok((OK.to_vec(), Vec::new()))
         }

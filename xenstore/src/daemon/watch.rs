@@ -49,8 +49,9 @@ pub(super) fn fire(sh: &Shared, st: &State, changes: &[Change]) {
                 } else {
                     path.strip_prefix(&home).map(str::to_owned).unwrap_or(path)
                 };
-                let queued = conn.out.queued.load(Ordering::Acquire);
-                if !conn.caller.privileged && queued >= sh.limits.outstanding_messages {
+                let full = conn.out.messages() >= sh.limits.outstanding_messages
+                    || conn.out.bytes() >= sh.limits.outstanding_bytes;
+                if !conn.caller.privileged && full {
                     sh.stats
                         .watch_events_dropped
                         .fetch_add(1, Ordering::Relaxed);
@@ -60,9 +61,8 @@ pub(super) fn fire(sh: &Shared, st: &State, changes: &[Change]) {
                     );
                     continue;
                 }
-                conn.out.queued.fetch_add(1, Ordering::AcqRel);
                 sh.stats.watch_events.fetch_add(1, Ordering::Relaxed);
-                let _ = conn.out.tx.send(watch_event(&shown, &w.token));
+                conn.out.push(watch_event(&shown, &w.token), &sh.stats);
             }
         }
     }
