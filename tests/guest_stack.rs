@@ -161,3 +161,40 @@ fn guest_stack_answers_ping_echo_and_http_and_connects_out() {
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
 }
+
+/// The ARP requests among `frames`, as the addresses asked for.
+fn arp_targets(frames: &VecDeque<Vec<u8>>) -> Vec<Ipv4Address> {
+    use smoltcp::wire::{ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
+    frames
+        .iter()
+        .filter_map(|f| {
+            let eth = EthernetFrame::new_checked(&f[..]).ok()?;
+            if eth.ethertype() != EthernetProtocol::Arp {
+                return None;
+            }
+            match ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()? {
+                ArpRepr::EthernetIpv4 {
+                    target_protocol_addr,
+                    ..
+                } => Some(target_protocol_addr),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_neighbour_is_asked_for_at_once_not_after_the_first_arp_goes_quiet() {
+    // Nobody answers: what matters is what the stack sends. smoltcp on its own sends no
+    // ARP request for a second after any other one, whatever address it was for.
+    let (end_a, end_b) = wire();
+    let cidr = Ipv4Cidr::new(Ipv4Address::new(10, 0, 0, 1), 24);
+    let mut a = GuestStack::new(end_a, [0x00, 0x16, 0x3e, 0, 0, 1], cidr, None, "a");
+    let (first, second) = (Ipv4Address::new(10, 0, 0, 9), Ipv4Address::new(10, 0, 0, 2));
+    let short = Duration::from_millis(30);
+    a.ping(first, 1, short, short, &mut nap);
+    a.ping(second, 1, short, short, &mut nap);
+    let asked = arp_targets(&end_b.rx.lock().unwrap());
+    assert!(asked.contains(&first), "asked for {asked:?}");
+    assert!(asked.contains(&second), "asked for {asked:?}");
+}

@@ -6,6 +6,12 @@
 //! so a reply waits for ARP like a Linux guest's (in route mode the asker is behind
 //! the router's proxy ARP and was never resolved here; an automatic reply would be
 //! dropped, losing the first echo).
+//!
+//! smoltcp rate-limits address resolution for the whole interface: after one ARP
+//! request it sends no other for a second, whichever address it is for, so a ping to
+//! a second neighbour right after the first waited a second for its ARP. The stack
+//! therefore asks for the next hop itself when a ping or a connection starts; smoltcp
+//! learns the reply (it fills its cache from any ARP reply aimed at it).
 
 use std::time::{Duration, Instant as StdInstant};
 
@@ -14,7 +20,8 @@ use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities};
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
     Ipv4Cidr,
 };
 use xennet_switch::uplink::host::EchoRequest;
@@ -104,6 +111,8 @@ pub struct GuestStack<D: Device> {
     banner: String,
     next_port: u16,
     me: (EthernetAddress, Ipv4Address),
+    cidr: Ipv4Cidr,
+    gateway: Option<Ipv4Address>,
     echo_requests: Vec<EchoRequest>,
     /// Frame buffers the interceptor reuses.
     spare: Vec<Vec<u8>>,
@@ -227,6 +236,8 @@ impl<D: Device> GuestStack<D> {
             banner: banner.to_string(),
             next_port: 49152,
             me: (EthernetAddress(mac), cidr.address()),
+            cidr,
+            gateway,
             echo_requests: Vec::new(),
             spare: Vec::new(),
             held: None,
@@ -273,6 +284,41 @@ impl<D: Device> GuestStack<D> {
     /// The device under the stack.
     pub fn device_mut(&mut self) -> &mut D {
         &mut self.device
+    }
+
+    /// Sends an ARP request for the next hop towards `target` (itself when on-link,
+    /// else the gateway), bypassing smoltcp's interface-wide ARP rate limit. Nothing
+    /// is sent when the device has no room; smoltcp then resolves as usual.
+    fn resolve(&mut self, target: Ipv4Address) {
+        let hop = if self.cidr.contains_addr(&target) {
+            target
+        } else {
+            match self.gateway {
+                Some(gw) => gw,
+                None => return,
+            }
+        };
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: self.me.0,
+            source_protocol_addr: self.me.1,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: hop,
+        };
+        let eth = EthernetRepr {
+            src_addr: self.me.0,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let Some(tx) = self.device.transmit(now(self.epoch)) else {
+            return;
+        };
+        let len = eth.buffer_len() + arp.buffer_len();
+        phy::TxToken::consume(tx, len, |buf| {
+            let mut frame = EthernetFrame::new_unchecked(buf);
+            eth.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        });
     }
 
     /// How long the stack may sleep before it must be polled again.
@@ -370,6 +416,7 @@ impl<D: Device> GuestStack<D> {
             ..Default::default()
         };
         let mut sent_at: Vec<Option<StdInstant>> = vec![None; count as usize];
+        self.resolve(target);
         for seq in 0..count {
             let payload = [0xa5u8; 56];
             let repr = Icmpv4Repr::EchoRequest {
@@ -434,6 +481,7 @@ impl<D: Device> GuestStack<D> {
             self.next_port + 1
         };
         let local = self.next_port;
+        self.resolve(target);
         let cx = self.iface.context();
         self.sockets
             .get_mut::<tcp::Socket>(handle)
