@@ -13,6 +13,8 @@ mod peer;
 mod queue;
 mod rx;
 mod staging;
+#[cfg(test)]
+mod tests;
 mod tx;
 
 pub use counters::VifCounters;
