@@ -139,13 +139,23 @@ impl<N: Notify, R: RingMemory<TxRequest, TxResponse>> TxPath<N, R> {
     }
 
     /// Before sleeping: whether requests are waiting (else `req_event` is armed).
+    /// While a packet waits for credit nothing can move before the refill, so the
+    /// ring is not looked at: the caller sleeps until [`TxPath::next_refill`].
     pub(super) fn final_check(&mut self) -> Result<bool, VifError> {
+        if self.held.is_some() {
+            return Ok(false);
+        }
         Ok(self.ring.final_check_for_requests()?)
     }
 
-    /// When rate credit next refills, if the limiter holds requests back.
+    /// When rate credit next refills, if a packet waits for it (else no timer: an
+    /// idle rate-limited queue needs no wake-up).
     pub(super) fn next_refill(&self) -> Option<Instant> {
-        self.credit.next_refill()
+        if self.held.is_some() {
+            self.credit.next_refill()
+        } else {
+            None
+        }
     }
 
     /// The staging pages, for freeing at close (the ring end goes with `self`).

@@ -54,3 +54,26 @@ fn a_packet_held_for_credit_is_built_from_the_copy_taken_before_the_wait() {
     assert_eq!(reads.borrow()[..3], [1, 1, 0], "each slot is read once");
     assert_eq!(fe.statuses(), [NETIF_RSP_OKAY, NETIF_RSP_OKAY]);
 }
+
+#[test]
+fn an_idle_rate_limited_path_sets_no_timer_and_a_waiting_one_sleeps_until_the_refill() {
+    let d = domains();
+    let mut fe = Frontend::new(&d);
+    let (ring, _) = fe.rewriting_tx(|r| r);
+    let t0 = Instant::now();
+    let mut tx = tx_path(&d, ring, RATE, t0);
+    // Nothing waits for credit: no timer, whatever the refill time says.
+    assert_eq!(tx.next_refill(), None, "an idle queue needs no wake-up");
+    assert_eq!(tx.final_check(), Ok(false));
+    fe.send(&[slot(fe.data, 0, 64, 1), slot(fe.data, 0, 64, 2)]);
+    let mut c = VifCounters::default();
+    assert_eq!(tx.process(&d.peer, &mut c, 64, t0, &mut |_| {}), Ok(1));
+    // The second packet waits and a third is published: nothing can move before
+    // the refill, so the ring is no reason to stay awake; the refill is the timer.
+    fe.send(&[slot(fe.data, 0, 64, 3)]);
+    assert_eq!(tx.final_check(), Ok(false), "requests waiting for credit");
+    let t1 = t0 + Duration::from_millis(10);
+    assert_eq!(tx.next_refill(), Some(t1));
+    assert_eq!(tx.process(&d.peer, &mut c, 64, t1, &mut |_| {}), Ok(1));
+    assert_eq!(tx.next_refill(), Some(t1 + Duration::from_millis(10)));
+}
