@@ -118,13 +118,19 @@ where
                 self.closed.ctrl_requests += n as u64;
                 Ok(n)
             }
-            Err(e) => {
-                tracing::warn!(vif = %self.name(), error = %e, "control ring broken");
-                self.ctrl_broken = Some(e);
-                self.closed.fatal_errors += 1;
-                Err(e)
-            }
+            Err(e) => Err(self.ctrl_failed(e)),
         }
+    }
+
+    /// The control ring ended the vif: recorded and counted once, wherever the fault
+    /// was first seen (answering requests or the final check before sleeping).
+    fn ctrl_failed(&mut self, e: VifError) -> VifError {
+        if self.ctrl_broken.is_none() {
+            tracing::warn!(vif = %self.name(), error = %e, "control ring broken");
+            self.ctrl_broken = Some(e);
+            self.closed.fatal_errors += 1;
+        }
+        e
     }
 
     /// Count a kick that found no work (the event loop decides).
@@ -231,13 +237,13 @@ where
         for q in &mut self.queues {
             work |= q.final_check()?;
         }
+        if let Some(e) = self.ctrl_broken {
+            return Err(e);
+        }
         if let Some(c) = self.ctrl.as_mut() {
             match c.final_check() {
                 Ok(w) => work |= w,
-                Err(e) => {
-                    self.ctrl_broken = Some(e);
-                    return Err(e);
-                }
+                Err(e) => return Err(self.ctrl_failed(e)),
             }
         }
         Ok(work)

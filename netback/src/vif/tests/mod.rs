@@ -2,6 +2,7 @@
 //! and a frontend played by hand that can misbehave on purpose (as vm-virtio's
 //! `mock` plays the driver side of a queue).
 
+mod ctrl;
 mod tx;
 
 use std::cell::RefCell;
@@ -11,12 +12,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use xennet_platform::shm::{Domain, GrantOps, PeerDomain};
-use xennet_ring::netif::{TxRequest, TxResponse};
+use xennet_ring::netif::{CtrlRequest, CtrlResponse, TxRequest, TxResponse};
 use xennet_ring::{
     BackRing, DomId, FenceSite, Frame, FrameAlloc, FrontRing, GrantAccess, GrantRef, LocalMemory,
     Notify, RingIdx, RingMemory, SharedRing, Word, PAGE_SIZE,
 };
 
+use super::ctrl::CtrlRing;
 use super::peer::Peer;
 use super::staging::StaticGrants;
 use super::tx::{TxPath, TX_STAGING_PAGES};
@@ -161,6 +163,20 @@ impl Frontend {
         };
         (BackRing::with_memory(mem, RingIdx(0)), reads)
     }
+}
+
+/// A control ring the guest set up (its page granted to the driver domain), mapped
+/// by the driver domain; and the guest's pointer to the page, for hostile writes.
+pub(super) fn ctrl_ring(d: &Domains) -> (CtrlRing<GrantOps, NoKick>, NonNull<u8>) {
+    let g = &d.guest;
+    let frame = g.alloc_frame().unwrap();
+    let page = g.page_ptr(frame).unwrap();
+    // SAFETY: the guest's page outlives the test; only ring ends access it.
+    let front = unsafe { FrontRing::<CtrlRequest, CtrlResponse>::init(page, PAGE_SIZE) };
+    front.unwrap();
+    let gref = g.grant_access(DomId(0), frame, false).unwrap();
+    let ring = CtrlRing::connect(&d.peer.grants, GUEST, gref, NoKick).unwrap();
+    (ring, page)
 }
 
 /// A transmit path over `ring` with staging pages in the driver domain.
