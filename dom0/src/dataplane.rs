@@ -312,9 +312,7 @@ impl<P: DriverPlatform> Plane<P> {
             for v in &mut self.vifs {
                 if let Some(i) = v.events.iter().position(|e| e == p) {
                     v.woken = true;
-                    if let Some(q) = v.vif.queues_mut().get_mut(i) {
-                        q.note_notification();
-                    }
+                    v.vif.note_event(i);
                 }
             }
         }

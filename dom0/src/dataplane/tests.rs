@@ -6,9 +6,10 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use xennet_netfront::Features;
+use xennet_netback::xenbus::{BackendDevice, FrontendParams, QueueParams};
+use xennet_netfront::{Features, FrontConfig, Netfront};
 use xennet_platform::shm::{Domain, EventChannels, GrantOps};
-use xennet_ring::Port;
+use xennet_ring::{DomId, Port};
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::{Fabric, FabricConfig, PortConfig, PortKind};
 
@@ -145,4 +146,86 @@ fn a_vif_out_of_credit_sleeps_until_each_refill_and_sends_everything() {
     assert_eq!(waits, 11, "wake-ups: {:?}", plane.side.sleeps.borrow());
     let c = plane.vifs[0].vif.counters();
     assert_eq!((c.tx_packets, c.tx_credit_waits), (20, 9));
+}
+
+#[test]
+fn each_kick_is_counted_on_the_queue_whose_channel_it_came_through() {
+    // Two queues, each with its own tx and rx channel (feature-split-event-channels),
+    // connected as the handshake connects them: the backend's ports come back as
+    // tx0, rx0, tx1, rx1.
+    let (dom0, guests) = domains(1).unwrap();
+    let guest = &guests[0];
+    let unbound = || guest.events.alloc_unbound(DomId(0)).unwrap();
+    let guest_ports: Vec<(Port, Port)> = (0..2).map(|_| (unbound(), unbound())).collect();
+    let kicks = guest_ports
+        .iter()
+        .map(|(tx, rx)| (guest.events.port(*tx), guest.events.port(*rx)))
+        .collect();
+    let mut front =
+        Netfront::new(guest.domain.clone(), FrontConfig::new(DomId(0), MAC), kicks).unwrap();
+    let params = FrontendParams {
+        queues: front
+            .queue_refs()
+            .iter()
+            .zip(&guest_ports)
+            .map(|(refs, (tx, rx))| QueueParams {
+                tx_ring_ref: refs.tx_ring_ref,
+                rx_ring_ref: refs.rx_ring_ref,
+                tx_port: *tx,
+                rx_port: *rx,
+            })
+            .collect(),
+        sg: true,
+        gso_tcpv4: false,
+        ctrl: None,
+    };
+    let dev = BackendDevice {
+        path: "/local/domain/0/backend/vif/1/0".into(),
+        frontend: "/local/domain/1/device/vif/0".into(),
+        frontend_id: DomId(1),
+        devid: 0,
+        rate: None,
+        max_queues: 2,
+        ctrl_ring: false,
+    };
+    let (vif, ports) = dev
+        .connect_with(&params, dom0.ops.clone(), dom0.domain.clone(), &dom0.events)
+        .unwrap();
+    assert_eq!(ports.len(), 4);
+    front.connect(Features {
+        sg: true,
+        gso_tcpv4: false,
+    });
+    let dd = DriverDomain::new(Fabric::new(FabricConfig::default()).unwrap());
+    let mut plane = Plane::new(Clocked::new(dom0, Instant::now()), dd);
+    let port = plane
+        .dd
+        .fabric_mut()
+        .add_port(
+            "vif1.0",
+            PortKind::Vif { domid: 1, devid: 0 },
+            PortConfig::default(),
+        )
+        .unwrap();
+    plane.add_vif(port, vif, ports);
+    plane.side.side.events.poll_into(&mut Vec::new());
+    let kicks_per_queue = |plane: &Plane<Clocked>| -> Vec<u64> {
+        let queues = plane.vifs[0].vif.queue_counters();
+        queues.iter().map(|c| c.notify_received).collect()
+    };
+    // Queue 0's rx channel, then queue 1's tx and rx channels.
+    for (kick, want) in [
+        (guest_ports[0].1, [1, 0]),
+        (guest_ports[1].0, [1, 1]),
+        (guest_ports[1].1, [1, 2]),
+    ] {
+        guest.events.notify(kick);
+        plane.wait(Duration::from_secs(1));
+        assert_eq!(
+            kicks_per_queue(&plane),
+            want,
+            "after a kick on port {}",
+            kick.0
+        );
+    }
 }

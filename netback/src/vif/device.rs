@@ -26,6 +26,9 @@ pub struct Vif<G: GrantMap, M, N> {
     ctrl_broken: Option<VifError>,
     hash: HashState,
     ctrl_scratch: Box<[CtrlGref; GREF_LIST_MAX]>,
+    /// Per queue: whether its tx and rx have channels of their own
+    /// (`feature-split-event-channels`), which places its ports in the vif's list.
+    split: Vec<bool>,
 }
 
 /// What control requests act on: the queues and the hash settings.
@@ -68,9 +71,12 @@ where
     M: LocalMemory + FrameAlloc,
     N: Notify,
 {
-    /// A vif over connected queues (at least one).
+    /// A vif over connected queues (at least one), each with one event channel for
+    /// both rings unless [`Vif::set_split_channels`] says otherwise.
     pub fn new(domid: DomId, devid: u32, queues: Vec<NetbackQueue<G, M, N>>) -> Self {
+        let split = vec![false; queues.len()];
         Vif {
+            split,
             domid,
             devid,
             queues,
@@ -79,6 +85,34 @@ where
             ctrl_broken: None,
             hash: HashState::new(),
             ctrl_scratch: Box::new([CtrlGref::default(); GREF_LIST_MAX]),
+        }
+    }
+
+    /// Which queues have split channels (a tx and an rx channel each), in queue
+    /// order; the rest share one channel per queue.
+    pub fn set_split_channels(&mut self, split: impl IntoIterator<Item = bool>) {
+        let mut split = split.into_iter();
+        for s in &mut self.split {
+            *s = split.next().unwrap_or(false);
+        }
+    }
+
+    /// Count a kick that came through the vif's `index`th event channel, in the
+    /// order the handshake binds them (per queue its channel, or its tx then its rx
+    /// channel when split; then the control channel): on the queue it belongs to, or
+    /// on the vif for the control channel.
+    pub fn note_event(&mut self, index: usize) {
+        let mut at = 0;
+        for (q, &split) in self.queues.iter_mut().zip(&self.split) {
+            let channels = if split { 2 } else { 1 };
+            if index < at + channels {
+                q.note_notification();
+                return;
+            }
+            at += channels;
+        }
+        if index == at && self.ctrl.is_some() {
+            self.closed.notify_received += 1;
         }
     }
 

@@ -32,3 +32,14 @@ fn a_control_ring_fault_first_seen_by_the_final_check_ends_the_vif_and_is_counte
     assert_eq!(vif.final_check().err(), Some(e));
     assert_eq!(vif.counters().fatal_errors, 1);
 }
+
+#[test]
+fn a_kick_on_the_control_channel_is_counted_on_the_vif_and_past_it_nowhere() {
+    let d = domains();
+    let (ring, _) = ctrl_ring(&d);
+    let mut vif: Vif<_, Domain, _> = Vif::new(super::GUEST, 0, Vec::new());
+    vif.attach_ctrl(ring);
+    vif.note_event(0);
+    vif.note_event(1);
+    assert_eq!(vif.counters().notify_received, 1);
+}
