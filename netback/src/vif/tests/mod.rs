@@ -3,6 +3,7 @@
 //! `mock` plays the driver side of a queue).
 
 mod ctrl;
+mod rx;
 mod tx;
 
 use std::cell::RefCell;
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use xennet_platform::shm::{Domain, GrantOps, PeerDomain};
-use xennet_ring::netif::{CtrlRequest, CtrlResponse, TxRequest, TxResponse};
+use xennet_ring::netif::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
 use xennet_ring::{
     BackRing, DomId, FenceSite, Frame, FrameAlloc, FrontRing, GrantAccess, GrantRef, LocalMemory,
     Notify, RingIdx, RingMemory, SharedRing, Word, PAGE_SIZE,
@@ -20,6 +21,7 @@ use xennet_ring::{
 
 use super::ctrl::CtrlRing;
 use super::peer::Peer;
+use super::rx::{RxPath, RX_STAGING_PAGES};
 use super::staging::StaticGrants;
 use super::tx::{TxPath, TX_STAGING_PAGES};
 
@@ -104,11 +106,13 @@ impl<Req: xennet_ring::Entry, Rsp: xennet_ring::Entry> RingMemory<Req, Rsp>
     }
 }
 
-/// A hand-driven frontend: its tx ring and one granted page of frame data (byte i
-/// holds i as u8).
+/// A hand-driven frontend: its tx and rx rings and one granted page of frame data
+/// (byte i holds i as u8).
 pub(super) struct Frontend {
     pub(super) tx: FrontRing<TxRequest, TxResponse>,
     tx_page: NonNull<u8>,
+    pub(super) rx: FrontRing<RxRequest, RxResponse>,
+    rx_page: NonNull<u8>,
     /// The data page, granted read-only to the driver domain.
     pub(super) data: GrantRef,
 }
@@ -121,10 +125,37 @@ impl Frontend {
         g.write(df, 0, &bytes).unwrap();
         let data = g.grant_access(DomId(0), df, true).unwrap();
         let tx_page = g.page_ptr(tf).unwrap();
+        let rx_page = g.page_ptr(g.alloc_frame().unwrap()).unwrap();
         // SAFETY: the page is the guest's and lives as long as its domain, which the
         // fixture keeps for the whole test; only ring ends access it.
         let tx = unsafe { FrontRing::init(tx_page, PAGE_SIZE) }.unwrap();
-        Frontend { tx, tx_page, data }
+        // SAFETY: as above.
+        let rx = unsafe { FrontRing::init(rx_page, PAGE_SIZE) }.unwrap();
+        Frontend {
+            tx,
+            tx_page,
+            rx,
+            rx_page,
+            data,
+        }
+    }
+
+    /// Post `n` empty pages for receive (fresh guest pages granted writable).
+    pub(super) fn post_rx(&mut self, d: &Domains, n: u16) {
+        for id in 0..n {
+            let frame = d.guest.alloc_frame().unwrap();
+            let gref = d.guest.grant_access(DomId(0), frame, false).unwrap();
+            self.rx
+                .push_request(&RxRequest { id, pad: 0, gref })
+                .unwrap();
+        }
+        self.rx.push_requests();
+    }
+
+    /// The backend's end of the rx ring.
+    pub(super) fn rx_back(&self) -> BackRing<RxRequest, RxResponse> {
+        // SAFETY: as in `new`: the guest's page outlives the test.
+        unsafe { BackRing::attach(self.rx_page, PAGE_SIZE) }.unwrap()
     }
 
     /// Publish `reqs`.
@@ -190,6 +221,15 @@ pub(super) fn tx_path<R: RingMemory<TxRequest, TxResponse>>(
         .map(|_| d.dom0.alloc_frame().unwrap())
         .collect();
     TxPath::new(ring, staging, rate, now, NoKick)
+}
+
+/// A receive path over the frontend's rx ring with staging pages in the driver
+/// domain.
+pub(super) fn rx_path(d: &Domains, fe: &Frontend) -> RxPath<NoKick> {
+    let staging: Vec<Frame> = (0..RX_STAGING_PAGES)
+        .map(|_| d.dom0.alloc_frame().unwrap())
+        .collect();
+    RxPath::new(fe.rx_back(), staging, NoKick)
 }
 
 /// One tx slot.
