@@ -78,7 +78,7 @@ pub struct Plane<P: DriverPlatform = Side> {
 
 impl<P: DriverPlatform> VifPort<P> {
     /// After a pass: a kick that found nothing to do (no frame or error either way, no
-    /// control request, no rate-limit wait) is spurious; [`SPURIOUS_LIMIT`] of them in a row
+    /// control request, no packet starting to wait for rate credit) is spurious; [`SPURIOUS_LIMIT`] of them in a row
     /// mask its channels for [`THROTTLE`] (counted), as Linux's late-EOI handling
     /// throttles an event storm (XSA-332).
     fn note_pass(&mut self, platform: &P, now: StdInstant) {
