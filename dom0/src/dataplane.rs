@@ -31,8 +31,8 @@ pub const SPURIOUS_LIMIT: u32 = 32;
 /// How long a throttled guest's channels stay masked; its rings are still served on
 /// every pass the loop makes for other reasons, and when the mask lifts.
 pub const THROTTLE: Duration = Duration::from_millis(10);
-/// Longest sleep when nothing is timed.
-const MAX_SLEEP: Duration = Duration::from_millis(50);
+/// How often [`Plane::run`] looks at its stop flag while nothing happens.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// A vif attached to a switch port.
 pub struct VifPort<P: DriverPlatform = Side> {
@@ -78,7 +78,7 @@ pub struct Plane<P: DriverPlatform = Side> {
 
 impl<P: DriverPlatform> VifPort<P> {
     /// After a pass: a kick that found nothing to do (no frame or error either way, no
-    /// control request, no rate-limit wait) is spurious; [`SPURIOUS_LIMIT`] of them in a row
+    /// control request, no packet starting to wait for rate credit) is spurious; [`SPURIOUS_LIMIT`] of them in a row
     /// mask its channels for [`THROTTLE`] (counted), as Linux's late-EOI handling
     /// throttles an event storm (XSA-332).
     fn note_pass(&mut self, platform: &P, now: StdInstant) {
@@ -130,11 +130,11 @@ impl<P: DriverPlatform> Plane<P> {
     /// A data plane over a switch; vifs are added as guests connect.
     pub fn new(side: P, dd: DriverDomain) -> Self {
         Plane {
+            epoch: side.now(),
             side,
             dd,
             vifs: Vec::new(),
             departed: Vec::new(),
-            epoch: StdInstant::now(),
             deliveries: Vec::new(),
             spare: Vec::new(),
             woken: Vec::new(),
@@ -164,7 +164,12 @@ impl<P: DriverPlatform> Plane<P> {
 
     /// The switch clock (what ageing timers count against).
     pub fn now(&self) -> Instant {
-        Instant::from_micros(self.epoch.elapsed().as_micros() as i64)
+        self.switch_time(self.side.now())
+    }
+
+    /// `at` on the switch clock.
+    fn switch_time(&self, at: StdInstant) -> Instant {
+        Instant::from_micros(at.saturating_duration_since(self.epoch).as_micros() as i64)
     }
 
     /// Attach a connected vif to its switch port.
@@ -198,8 +203,8 @@ impl<P: DriverPlatform> Plane<P> {
     /// One pass: guest transmit into the switch, endpoints and timers, switch output
     /// into the guests' receive rings. Returns whether anything moved.
     pub fn run_once(&mut self) -> bool {
-        let now = self.now();
-        let snow = StdInstant::now();
+        let snow = self.side.now();
+        let now = self.switch_time(snow);
         let mut moved = false;
         let mut broken = Vec::new();
         // Guest frames go straight from netback's assembly buffer into the switch;
@@ -260,12 +265,14 @@ impl<P: DriverPlatform> Plane<P> {
         moved
     }
 
-    /// Sleep until a frontend kicks, the switch has timed work, or `limit` passes;
-    /// first arming every ring (a final check that finds work returns at once).
-    /// Throttled vifs whose time is up are unmasked first (their pending kicks then
-    /// wake us at once).
+    /// Sleep until a frontend kicks, timed work is due (the switch's timers, a rate
+    /// credit refill a packet waits for, a receive frame to age out, a throttle to
+    /// lift) or `limit` passes; first arming every ring (a final check that finds
+    /// work returns at once). With nothing timed only `limit` bounds the sleep: an
+    /// idle plane adds no timeout of its own. Throttled vifs whose time is up are
+    /// unmasked first (their pending kicks then wake us at once).
     pub fn wait(&mut self, limit: Duration) {
-        let snow = StdInstant::now();
+        let snow = self.side.now();
         for v in &mut self.vifs {
             if v.masked_until.is_some_and(|t| t <= snow) {
                 v.masked_until = None;
@@ -282,15 +289,21 @@ impl<P: DriverPlatform> Plane<P> {
         if work {
             return;
         }
-        let now = self.now();
-        let mut sleep = limit.min(MAX_SLEEP);
+        let snow = self.side.now();
+        let now = self.switch_time(snow);
+        let mut sleep = limit;
         if let Some(at) = self.dd.poll_at(now) {
-            let d = at - now;
-            sleep = sleep.min(Duration::from_micros(d.total_micros()));
+            // smoltcp's difference of instants is unsigned: an overdue timer is due now.
+            let d = if at > now {
+                (at - now).total_micros()
+            } else {
+                0
+            };
+            sleep = sleep.min(Duration::from_micros(d));
         }
         for v in &self.vifs {
             for at in v.vif.poll_at().into_iter().chain(v.masked_until) {
-                sleep = sleep.min(at.saturating_duration_since(StdInstant::now()));
+                sleep = sleep.min(at.saturating_duration_since(snow));
             }
         }
         self.woken.clear();
@@ -299,9 +312,7 @@ impl<P: DriverPlatform> Plane<P> {
             for v in &mut self.vifs {
                 if let Some(i) = v.events.iter().position(|e| e == p) {
                     v.woken = true;
-                    if let Some(q) = v.vif.queues_mut().get_mut(i) {
-                        q.note_notification();
-                    }
+                    v.vif.note_event(i);
                 }
             }
         }
@@ -338,8 +349,11 @@ impl<P: DriverPlatform> Plane<P> {
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             if !self.run_once() {
-                self.wait(MAX_SLEEP);
+                self.wait(STOP_POLL);
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,7 @@
 //!   through `/dev/xen/gntdev` and `/dev/xen/evtchn` (`xennet up --platform xenlinux`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use xennet_netback::vif::Vif;
 use xennet_netback::xenbus::{BackendDevice, FrontendParams, XenbusError};
@@ -40,6 +40,13 @@ pub trait DriverPlatform {
 
     /// The event channels.
     fn events(&self) -> &Self::Events;
+
+    /// The time the data plane goes by (its timers: rate credit, receive ageing,
+    /// throttling, the switch's ageing). The monotonic clock; a test platform can
+    /// play one.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 
     /// Block until an event is pending on some bound port or `timeout` passes;
     /// appends the ports that had events to `out` (nothing on timeout). Allocates

@@ -373,6 +373,7 @@ impl BackendDevice {
         match result {
             Ok(()) => {
                 let mut vif = Vif::new(fe, self.devid, queues);
+                vif.set_split_channels(params.queues.iter().map(|q| q.rx_port != q.tx_port));
                 vif.set_rx_sg(params.sg);
                 if let Some(c) = ctrl {
                     vif.attach_ctrl(c);

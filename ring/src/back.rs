@@ -125,17 +125,6 @@ impl<Req: Entry, Rsp: Entry, M: RingMemory<Req, Rsp>> BackRing<Req, Rsp, M> {
         Ok(Some(req))
     }
 
-    /// A copy of the next request without taking it (for decisions that may defer the
-    /// request, like rate-limit credit). Validation must use the copy returned by
-    /// [`BackRing::pop_request`], since the front may rewrite the slot in between.
-    #[inline]
-    pub fn peek_request(&mut self) -> Result<Option<Req>, RingError> {
-        if self.req_cons == self.req_prod_seen && self.refresh()? == 0 {
-            return Ok(None);
-        }
-        Ok(Some(self.mem.read_request(self.req_cons.slot(self.size))))
-    }
-
     /// Take up to `out.len()` requests into `out`; returns how many.
     pub fn pop_requests(&mut self, out: &mut [Req]) -> Result<usize, RingError> {
         let mut n = 0;

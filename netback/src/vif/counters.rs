@@ -21,10 +21,13 @@ pub struct VifCounters {
     pub rx_packets: u64,
     /// Bytes of those frames.
     pub rx_bytes: u64,
-    /// Frames for the guest dropped because its rx queue was full (it posts no buffers
-    /// fast enough).
+    /// Frames for the guest dropped because its rx queue held `RX_QUEUE_FRAMES`
+    /// frames (it posts no buffers fast enough).
     pub rx_dropped_queue_full: u64,
-    /// Frames dropped because they waited too long for guest buffers (stall).
+    /// Frames for the guest dropped because its rx queue held `RX_QUEUE_BYTES` of
+    /// frames (the frame did not fit in what was left).
+    pub rx_dropped_queue_bytes: u64,
+    /// Frames dropped because they waited `RX_STALL` for guest buffers (aged out).
     pub rx_dropped_stalled: u64,
     /// Frames dropped because the vif was not connected.
     pub rx_dropped_disconnected: u64,
@@ -65,6 +68,7 @@ impl AddAssign for VifCounters {
         self.rx_packets += o.rx_packets;
         self.rx_bytes += o.rx_bytes;
         self.rx_dropped_queue_full += o.rx_dropped_queue_full;
+        self.rx_dropped_queue_bytes += o.rx_dropped_queue_bytes;
         self.rx_dropped_stalled += o.rx_dropped_stalled;
         self.rx_dropped_disconnected += o.rx_dropped_disconnected;
         self.rx_dropped_too_big += o.rx_dropped_too_big;
@@ -86,6 +90,7 @@ impl VifCounters {
     /// All frames for the guest that were dropped, whatever the reason.
     pub fn rx_dropped(&self) -> u64 {
         self.rx_dropped_queue_full
+            + self.rx_dropped_queue_bytes
             + self.rx_dropped_stalled
             + self.rx_dropped_disconnected
             + self.rx_dropped_too_big

@@ -26,6 +26,9 @@ pub struct Vif<G: GrantMap, M, N> {
     ctrl_broken: Option<VifError>,
     hash: HashState,
     ctrl_scratch: Box<[CtrlGref; GREF_LIST_MAX]>,
+    /// Per queue: whether its tx and rx have channels of their own
+    /// (`feature-split-event-channels`), which places its ports in the vif's list.
+    split: Vec<bool>,
 }
 
 /// What control requests act on: the queues and the hash settings.
@@ -68,9 +71,12 @@ where
     M: LocalMemory + FrameAlloc,
     N: Notify,
 {
-    /// A vif over connected queues (at least one).
+    /// A vif over connected queues (at least one), each with one event channel for
+    /// both rings unless [`Vif::set_split_channels`] says otherwise.
     pub fn new(domid: DomId, devid: u32, queues: Vec<NetbackQueue<G, M, N>>) -> Self {
+        let split = vec![false; queues.len()];
         Vif {
+            split,
             domid,
             devid,
             queues,
@@ -79,6 +85,34 @@ where
             ctrl_broken: None,
             hash: HashState::new(),
             ctrl_scratch: Box::new([CtrlGref::default(); GREF_LIST_MAX]),
+        }
+    }
+
+    /// Which queues have split channels (a tx and an rx channel each), in queue
+    /// order; the rest share one channel per queue.
+    pub fn set_split_channels(&mut self, split: impl IntoIterator<Item = bool>) {
+        let mut split = split.into_iter();
+        for s in &mut self.split {
+            *s = split.next().unwrap_or(false);
+        }
+    }
+
+    /// Count a kick that came through the vif's `index`th event channel, in the
+    /// order the handshake binds them (per queue its channel, or its tx then its rx
+    /// channel when split; then the control channel): on the queue it belongs to, or
+    /// on the vif for the control channel.
+    pub fn note_event(&mut self, index: usize) {
+        let mut at = 0;
+        for (q, &split) in self.queues.iter_mut().zip(&self.split) {
+            let channels = if split { 2 } else { 1 };
+            if index < at + channels {
+                q.note_notification();
+                return;
+            }
+            at += channels;
+        }
+        if index == at && self.ctrl.is_some() {
+            self.closed.notify_received += 1;
         }
     }
 
@@ -118,13 +152,19 @@ where
                 self.closed.ctrl_requests += n as u64;
                 Ok(n)
             }
-            Err(e) => {
-                tracing::warn!(vif = %self.name(), error = %e, "control ring broken");
-                self.ctrl_broken = Some(e);
-                self.closed.fatal_errors += 1;
-                Err(e)
-            }
+            Err(e) => Err(self.ctrl_failed(e)),
         }
+    }
+
+    /// The control ring ended the vif: recorded and counted once, wherever the fault
+    /// was first seen (answering requests or the final check before sleeping).
+    fn ctrl_failed(&mut self, e: VifError) -> VifError {
+        if self.ctrl_broken.is_none() {
+            tracing::warn!(vif = %self.name(), error = %e, "control ring broken");
+            self.ctrl_broken = Some(e);
+            self.closed.fatal_errors += 1;
+        }
+        e
     }
 
     /// Count a kick that found no work (the event loop decides).
@@ -231,13 +271,13 @@ where
         for q in &mut self.queues {
             work |= q.final_check()?;
         }
+        if let Some(e) = self.ctrl_broken {
+            return Err(e);
+        }
         if let Some(c) = self.ctrl.as_mut() {
             match c.final_check() {
                 Ok(w) => work |= w,
-                Err(e) => {
-                    self.ctrl_broken = Some(e);
-                    return Err(e);
-                }
+                Err(e) => return Err(self.ctrl_failed(e)),
             }
         }
         Ok(work)

@@ -14,6 +14,8 @@ mod peer;
 mod queue;
 mod rx;
 mod staging;
+#[cfg(test)]
+mod tests;
 mod tx;
 
 pub use counters::VifCounters;
@@ -22,7 +24,7 @@ pub use ctrl::{CtrlRing, HASH_TYPES, MAX_HASH_KEY, MAX_HASH_MAPPING};
 pub use device::Vif;
 pub use error::VifError;
 pub use queue::{NetbackQueue, QueueSetup};
-pub use rx::{RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL};
+pub use rx::{RX_QUEUE_BYTES, RX_QUEUE_FRAMES, RX_STAGING_PAGES, RX_STALL};
 pub use staging::{GREF_LIST_MAX, STATIC_GRANTS_PER_QUEUE};
 pub use tx::FATAL_SLOTS;
 pub use tx::{TX_BATCH, TX_STAGING_PAGES};

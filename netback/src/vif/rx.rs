@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use xennet_ring::grant::{GnttabCopy, GnttabCopyPtr};
 use xennet_ring::memory::write_mapped;
-use xennet_ring::netif::{RxFlags, RxRequest, RxResponse, XEN_NETIF_MAX_TX_SIZE};
+use xennet_ring::netif::{RxFlags, RxRequest, RxResponse, RX_RING_SIZE, XEN_NETIF_MAX_TX_SIZE};
 use xennet_ring::{
     BackRing, Frame, GrantCopy, GrantMap, GrantStatus, LocalMemory, MappedPage, Notify, PAGE_SIZE,
 };
@@ -18,10 +18,15 @@ use super::peer::Peer;
 
 /// Staging pages per queue for guest receive (frames are placed here, then copied out).
 pub const RX_STAGING_PAGES: usize = 48;
-/// Frames kept for a guest that posts no buffers before newer ones are dropped.
+/// Bytes of frames a queue keeps for a guest that posts no buffers before newer
+/// frames are dropped: half a ring of pages, Linux netback's `XENVIF_RX_QUEUE_BYTES`
+/// (512 KiB; eight 64 KiB frames). A guest cannot make the backend hoard memory
+/// (XSA-392).
+pub const RX_QUEUE_BYTES: usize = RX_RING_SIZE / 2 * PAGE_SIZE;
+/// Frames a queue keeps, however small (bounds the per-frame bookkeeping).
 pub const RX_QUEUE_FRAMES: usize = 1024;
-/// A frame for the guest that waited this long for buffers is dropped (a guest that
-/// stops posting cannot make the backend hoard memory, XSA-392).
+/// A frame for the guest that waited this long for buffers is dropped, as Linux's
+/// rx drain timeout ages its queue out (Linux waits 10 s).
 pub const RX_STALL: Duration = Duration::from_secs(2);
 /// An rx slot written through a staging grant: no copy operation.
 const NO_OP: u32 = u32::MAX;
@@ -35,6 +40,8 @@ pub(super) struct RxPath<N> {
     staging: Vec<Frame>,
     ops: Vec<GnttabCopy>,
     queue: VecDeque<(Vec<u8>, Instant)>,
+    /// Bytes of the frames in `queue` (at most [`RX_QUEUE_BYTES`]).
+    queued_bytes: usize,
     spare: Vec<Vec<u8>>,
     /// Per slot of a batch: request id, length, more data, copy op (or NO_OP).
     slots: Vec<(u16, u16, bool, u32)>,
@@ -51,6 +58,7 @@ impl<N: Notify> RxPath<N> {
             slots: Vec::with_capacity(staging.len()),
             staging,
             queue: VecDeque::with_capacity(RX_QUEUE_FRAMES),
+            queued_bytes: 0,
             spare: Vec::new(),
             kick,
             sg: true,
@@ -78,7 +86,27 @@ impl<N: Notify> RxPath<N> {
             counters.rx_dropped_queue_full += 1;
             return false;
         }
+        if self.queued_bytes + len > RX_QUEUE_BYTES {
+            counters.rx_dropped_queue_bytes += 1;
+            return false;
+        }
         true
+    }
+
+    /// Queue `frame` (admitted) from `now`.
+    fn push(&mut self, frame: Vec<u8>, now: Instant) {
+        self.queued_bytes += frame.len();
+        self.queue.push_back((frame, now));
+    }
+
+    /// Take the oldest frame off the queue; its buffer is kept for reuse.
+    fn pop(&mut self) {
+        if let Some((buf, _)) = self.queue.pop_front() {
+            self.queued_bytes -= buf.len();
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(buf);
+            }
+        }
     }
 
     /// Queue a copy of `frame`. Returns false if it was dropped (counted).
@@ -94,7 +122,7 @@ impl<N: Notify> RxPath<N> {
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        self.queue.push_back((buf, now));
+        self.push(buf, now);
         true
     }
 
@@ -109,7 +137,7 @@ impl<N: Notify> RxPath<N> {
         if !self.admit(frame.len(), counters) {
             return (false, frame);
         }
-        self.queue.push_back((frame, now));
+        self.push(frame, now);
         (true, self.spare.pop().unwrap_or_default())
     }
 
@@ -117,6 +145,7 @@ impl<N: Notify> RxPath<N> {
     pub(super) fn drop_queued(&mut self, counters: &mut VifCounters) {
         counters.rx_dropped_disconnected += self.queue.len() as u64;
         self.queue.clear();
+        self.queued_bytes = 0;
     }
 
     /// Copy queued frames into the buffers the guest posted, as many slots per frame
@@ -154,7 +183,7 @@ impl<N: Notify> RxPath<N> {
             if now.saturating_duration_since(*since) < RX_STALL {
                 break;
             }
-            self.queue.pop_front();
+            self.pop();
             counters.rx_dropped_stalled += 1;
         }
         Ok(delivered)
@@ -218,11 +247,7 @@ impl<N: Notify> RxPath<N> {
             }
             *frames += 1;
             *bytes += len as u64;
-            if let Some((buf, _)) = self.queue.pop_front() {
-                if self.spare.len() < SPARE_BUFFERS {
-                    self.spare.push(buf);
-                }
-            }
+            self.pop();
         }
         if *frames == 0 {
             return Ok(());

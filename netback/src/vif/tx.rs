@@ -18,7 +18,8 @@ use xennet_ring::netif::{
     XEN_NETIF_NR_SLOTS_MIN,
 };
 use xennet_ring::{
-    BackRing, Frame, GrantCopy, GrantMap, GrantStatus, LocalMemory, Notify, PAGE_SIZE,
+    BackRing, Frame, GrantCopy, GrantMap, GrantStatus, LocalMemory, Notify, RingMemory, SharedRing,
+    PAGE_SIZE,
 };
 
 use super::counters::VifCounters;
@@ -97,9 +98,10 @@ impl Cursor {
 }
 
 /// The transmit half of a queue: the tx ring, the staging pages grant copies land in,
-/// the batch being assembled, the credit limiter and the kick.
-pub(super) struct TxPath<N> {
-    ring: BackRing<TxRequest, TxResponse>,
+/// the batch being assembled, the credit limiter and the kick. The ring's memory is a
+/// parameter so tests can play a frontend that rewrites slots after they are read.
+pub(super) struct TxPath<N, R = SharedRing<TxRequest, TxResponse>> {
+    ring: BackRing<TxRequest, TxResponse, R>,
     staging: Vec<Frame>,
     ops: Vec<GnttabCopy>,
     /// Where each data slot of the current batch comes from.
@@ -112,12 +114,16 @@ pub(super) struct TxPath<N> {
     /// Where the segments of a GSO frame are built, one at a time.
     segment_buf: Vec<u8>,
     credit: Credit,
+    /// A packet's first slot, taken off the ring, that waits for rate credit. The
+    /// packet is built from this copy once the credit refills, never from the slot
+    /// again: the frontend may have rewritten it since (XSA-155).
+    held: Option<TxRequest>,
     kick: N,
 }
 
-impl<N: Notify> TxPath<N> {
+impl<N: Notify, R: RingMemory<TxRequest, TxResponse>> TxPath<N, R> {
     pub(super) fn new(
-        ring: BackRing<TxRequest, TxResponse>,
+        ring: BackRing<TxRequest, TxResponse, R>,
         staging: Vec<Frame>,
         rate: Option<(u64, Duration)>,
         now: Instant,
@@ -133,18 +139,29 @@ impl<N: Notify> TxPath<N> {
             frame_buf: vec![0; XEN_NETIF_MAX_TX_SIZE + 1 + PAGE_SIZE],
             segment_buf: vec![0; XEN_NETIF_MAX_TX_SIZE + 1],
             credit: Credit::new(rate, now),
+            held: None,
             kick,
         }
     }
 
     /// Before sleeping: whether requests are waiting (else `req_event` is armed).
+    /// While a packet waits for credit nothing can move before the refill, so the
+    /// ring is not looked at: the caller sleeps until [`TxPath::next_refill`].
     pub(super) fn final_check(&mut self) -> Result<bool, VifError> {
+        if self.held.is_some() {
+            return Ok(false);
+        }
         Ok(self.ring.final_check_for_requests()?)
     }
 
-    /// When rate credit next refills, if the limiter holds requests back.
+    /// When rate credit next refills, if a packet waits for it (else no timer: an
+    /// idle rate-limited queue needs no wake-up).
     pub(super) fn next_refill(&self) -> Option<Instant> {
-        self.credit.next_refill()
+        if self.held.is_some() {
+            self.credit.next_refill()
+        } else {
+            None
+        }
     }
 
     /// The staging pages, for freeing at close (the ring end goes with `self`).
@@ -178,14 +195,23 @@ impl<N: Notify> TxPath<N> {
                 && done + self.pkts.len() < budget
                 && cur.pages_left(self.staging.len()) >= XEN_NETIF_NR_SLOTS_MIN
             {
-                let Some(first) = self.ring.peek_request()? else {
-                    break;
+                // Each first slot is read once: a packet held back for credit is
+                // charged and built from the copy taken then.
+                let (first, waited) = match self.held.take() {
+                    Some(req) => (req, true),
+                    None => match self.ring.pop_request()? {
+                        Some(req) => (req, false),
+                        None => break,
+                    },
                 };
                 if !self.credit.take(u64::from(first.size), now) {
-                    counters.tx_credit_waits += 1;
+                    if !waited {
+                        counters.tx_credit_waits += 1;
+                    }
+                    self.held = Some(first);
                     break;
                 }
-                let pkt = self.parse(peer, &mut cur)?;
+                let pkt = self.parse(peer, &mut cur, first)?;
                 self.pkts.push(pkt);
             }
             if self.pkts.is_empty() {
@@ -271,17 +297,15 @@ impl<N: Notify> TxPath<N> {
         Ok(done)
     }
 
-    /// Take one packet's slots off the ring (each copied once), validate them, and add
-    /// its copy operations.
+    /// Take the rest of the packet that `first` (already off the ring) begins, each
+    /// slot copied once, validate the slots, and add its copy operations.
     fn parse<G: GrantMap, M>(
         &mut self,
         peer: &Peer<G, M>,
         cur: &mut Cursor,
+        first: TxRequest,
     ) -> Result<TxPacket, VifError> {
         let start = self.slots.len();
-        let Some(first) = self.ring.pop_request()? else {
-            return Err(VifError::IncompleteChain);
-        };
         self.slots.push(first);
         let mut extra_mask = 0u32;
         let first_flags = TxFlags::from_bits_truncate(first.flags);
@@ -422,8 +446,8 @@ impl<N: Notify> TxPath<N> {
 
 /// Answer every slot of a packet: data slots with `status`, extra slots with NULL.
 /// `extra_mask` has bit i set if slot i is an extra-info slot.
-fn respond(
-    ring: &mut BackRing<TxRequest, TxResponse>,
+fn respond<R: RingMemory<TxRequest, TxResponse>>(
+    ring: &mut BackRing<TxRequest, TxResponse, R>,
     slots: &[TxRequest],
     extra_mask: u32,
     status: i16,
