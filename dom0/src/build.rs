@@ -11,7 +11,7 @@ use xennet_switch::route::RouterConfig;
 use xennet_switch::uplink::host::{Host, HostConfig, HostError};
 use xennet_switch::uplink::pcap::{PcapReplay, ReplayError};
 use xennet_switch::uplink::tap::{TapDevice, TapError};
-use xennet_switch::wire::MacAddr;
+use xennet_switch::wire::{MacAddr, VIF_PORT_MAC};
 use xennet_switch::{Fabric, FabricConfig, FabricError, Mode, PortConfig, PortKind};
 
 /// Why a driver domain could not be built.
@@ -117,8 +117,16 @@ pub fn driver_domain_for(t: &Topology) -> Result<DriverDomain, BuildError> {
         },
     };
     let mut dd = DriverDomain::new(Fabric::new(cfg)?);
+    // Bridge mode: Xen's network-bridge gives the physical NIC (peth0) the address
+    // fe:ff:ff:ff:ff:ff and the driver domain's own MAC to its stack behind vif0.0;
+    // were peth0 to carry that MAC too, the bridge would take frames to vif0.0 as
+    // its own and never forward them. Route and NAT modes: peth0 is the driver
+    // domain's NIC, the router's interface on the segment.
     let up_cfg = PortConfig {
-        port_mac: d.mac,
+        port_mac: match d.mode {
+            Mode::Bridge => VIF_PORT_MAC,
+            Mode::Route | Mode::Nat => d.mac,
+        },
         ..PortConfig::default()
     };
     let up = dd
@@ -150,9 +158,14 @@ pub fn driver_domain_for(t: &Topology) -> Result<DriverDomain, BuildError> {
         }
     }
     if d.mode == Mode::Bridge {
+        let local_cfg = PortConfig {
+            peer_mac: Some(d.mac),
+            ips: vec![d.addr.address()],
+            ..PortConfig::default()
+        };
         let local = dd
             .fabric_mut()
-            .add_port("vif0.0", PortKind::Local, PortConfig::default())?;
+            .add_port("vif0.0", PortKind::Local, local_cfg)?;
         let cfg = HostConfig {
             addr: d.addr,
             gateway: d.gateway,
