@@ -2,9 +2,12 @@
 //! (in bridge mode) the driver domain's own stack on `vif0.0`, and the toolstack's
 //! defaults for guests (MACs, addresses per mode).
 
+use std::path::PathBuf;
+
 use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 use xennet_switch::bridge::BridgeConfig;
+use xennet_switch::capture::{CaptureError, PcapSink};
 use xennet_switch::config::{Topology, TopologyError, UplinkSpec};
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::route::RouterConfig;
@@ -38,6 +41,12 @@ pub enum BuildError {
     /// The pcap uplink could not be loaded.
     #[error(transparent)]
     Pcap(#[from] ReplayError),
+    /// A capture file could not be created.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// A capture names no port of the driver domain.
+    #[error("--capture {0}: no such port")]
+    NoCapturePort(String),
 }
 
 /// The simulated remote host on the uplink.
@@ -175,4 +184,24 @@ pub fn driver_domain_for(t: &Topology) -> Result<DriverDomain, BuildError> {
         dd.attach(local, Box::new(host));
     }
     Ok(dd)
+}
+
+/// Attaches `PORT=FILE` captures to the driver domain's ports; the captures of vif
+/// ports that do not exist yet are returned, to attach when the vif comes.
+pub fn attach_captures(
+    dd: &mut DriverDomain,
+    captures: &[(String, PathBuf)],
+) -> Result<Vec<(String, PathBuf)>, BuildError> {
+    let mut pending = Vec::new();
+    for (port, file) in captures {
+        match dd.fabric().port_id(port) {
+            Some(id) => {
+                let sink = PcapSink::create(file)?;
+                dd.captures_mut().attach_port(id, sink);
+            }
+            None if port.starts_with("vif") => pending.push((port.clone(), file.clone())),
+            None => return Err(BuildError::NoCapturePort(port.clone())),
+        }
+    }
+    Ok(pending)
 }

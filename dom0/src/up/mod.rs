@@ -24,7 +24,7 @@ mod reconcile;
 mod views;
 pub mod xen;
 
-use crate::build::{driver_domain_for, BuildError};
+use crate::build::{attach_captures, driver_domain_for, BuildError};
 
 use std::collections::BTreeMap;
 
@@ -37,7 +37,6 @@ use smoltcp::wire::Ipv4Cidr;
 use xennet_netback::up::Device;
 use xennet_platform::shm::{Domain, RuntimeDir};
 use xennet_ring::DomId;
-use xennet_switch::capture::PcapSink;
 use xennet_switch::config::Topology;
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::domain::DriverDomain;
@@ -274,17 +273,7 @@ fn build_switch(
     topo: &Topology,
 ) -> Result<(DriverDomain, Vec<(String, PathBuf)>), UpError> {
     let mut dd = driver_domain_for(topo)?;
-    let mut pending_captures = Vec::new();
-    for (port, file) in &opts.capture_list() {
-        match dd.fabric().port_id(port) {
-            Some(id) => {
-                let sink = PcapSink::create(file).map_err(setup("capture"))?;
-                dd.captures_mut().attach_port(id, sink);
-            }
-            None if port.starts_with("vif") => pending_captures.push((port.clone(), file.clone())),
-            None => return Err(UpError::Setup(format!("--capture {port}: no such port"))),
-        }
-    }
+    let pending_captures = attach_captures(&mut dd, &opts.capture_list())?;
     Ok((dd, pending_captures))
 }
 
