@@ -44,8 +44,8 @@ pub enum BuildError {
     /// A capture file could not be created.
     #[error(transparent)]
     Capture(#[from] CaptureError),
-    /// A capture names no port of the driver domain.
-    #[error("--capture {0}: no such port")]
+    /// A capture names neither a port of the driver domain nor its bridge.
+    #[error("--capture {0}: no such port or bridge")]
     NoCapturePort(String),
 }
 
@@ -186,8 +186,9 @@ pub fn driver_domain_for(t: &Topology) -> Result<DriverDomain, BuildError> {
     Ok(dd)
 }
 
-/// Attaches `PORT=FILE` captures to the driver domain's ports; the captures of vif
-/// ports that do not exist yet are returned, to attach when the vif comes.
+/// Attaches `PORT=FILE` captures to the driver domain's ports, or with the bridge's
+/// name (bridge mode) to every frame entering the switch; the captures of vif ports
+/// that do not exist yet are returned, to attach when the vif comes.
 pub fn attach_captures(
     dd: &mut DriverDomain,
     captures: &[(String, PathBuf)],
@@ -198,6 +199,10 @@ pub fn attach_captures(
             Some(id) => {
                 let sink = PcapSink::create(file)?;
                 dd.captures_mut().attach_port(id, sink);
+            }
+            None if dd.fabric().bridge().is_some_and(|b| b.name() == port) => {
+                let sink = PcapSink::create(file)?;
+                dd.captures_mut().attach_all(sink);
             }
             None if port.starts_with("vif") => pending.push((port.clone(), file.clone())),
             None => return Err(BuildError::NoCapturePort(port.clone())),
