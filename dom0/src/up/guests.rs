@@ -82,9 +82,13 @@ impl Up {
             .vifname
             .clone()
             .unwrap_or_else(|| format!("vif{domid}.{devid}"));
+        // The vif's `ip` node: in bridge mode only what `ip=` named. The port's
+        // addresses are the ones its guest may send from (Xen's vif scripts'
+        // antispoofing), and in route and NAT modes the ones routed to it.
+        let ip_node = (!spec.ips.is_empty() || mode != Mode::Bridge).then(|| ips.clone());
         let pcfg = PortConfig {
             peer_mac: Some(mac),
-            ips: ips.iter().map(|c| c.address()).collect(),
+            ips: ip_node.iter().flatten().map(|c| c.address()).collect(),
             ..PortConfig::default()
         };
         let port = self
@@ -113,7 +117,7 @@ impl Up {
             devid,
             mac: MacFmt(mac).to_string(),
             bridge: (mode == Mode::Bridge).then(|| bridge_name.clone()),
-            ip: (!spec.ips.is_empty() || mode != Mode::Bridge).then(|| {
+            ip: ip_node.map(|ips| {
                 ips.iter()
                     .map(|c| c.address().to_string())
                     .collect::<Vec<_>>()
