@@ -8,7 +8,7 @@ use smoltcp::wire::Ipv4Cidr;
 use xennet_netback::up::Device;
 use xennet_ring::DomId;
 use xennet_switch::capture::PcapSink;
-use xennet_switch::config::{parse_vif_spec, Script, VifSpec};
+use xennet_switch::config::{parse_vif_spec, Script, UplinkSpec, VifSpec};
 use xennet_switch::wire::{MacAddr, MacFmt};
 use xennet_switch::{Mode, PortConfig, PortKind};
 
@@ -78,6 +78,9 @@ impl Up {
                 })
                 .collect()
         };
+        if let Some(taken) = self.in_use(mac, &ips) {
+            return Err(format!("domain {domid}: {taken}"));
+        }
         let name = spec
             .vifname
             .clone()
@@ -183,6 +186,45 @@ impl Up {
         }
         let _ = writeln!(out, " mode={}", mode_name(mode));
         Ok(out)
+    }
+
+    /// Who has `mac` or one of `ips` already (the driver domain, the simulated
+    /// uplink host, another guest's vif), said as a refusal: two domains on one
+    /// address would each see the other's traffic.
+    fn in_use(&self, mac: MacAddr, ips: &[Ipv4Cidr]) -> Option<String> {
+        let dd = &self.topo.driver_domain;
+        let sim = (dd.uplink == UplinkSpec::Sim).then_some(&self.topo.uplink_host);
+        let mac_text = MacFmt(mac);
+        if mac == dd.mac {
+            return Some(format!("mac={mac_text} is the driver domain's"));
+        }
+        if sim.is_some_and(|h| h.mac == mac) {
+            return Some(format!("mac={mac_text} is the simulated uplink host's"));
+        }
+        for ip in ips.iter().map(|c| c.address()) {
+            if ip == dd.addr.address() {
+                return Some(format!("ip={ip} is the driver domain's"));
+            }
+            if sim.is_some_and(|h| h.addr.address() == ip) {
+                return Some(format!("ip={ip} is the simulated uplink host's"));
+            }
+        }
+        for (domid, g) in &self.guests {
+            if g.mac == mac {
+                return Some(format!(
+                    "mac={mac_text} is already {}'s (domain {domid})",
+                    g.name
+                ));
+            }
+            if let Some(ip) = ips
+                .iter()
+                .map(|c| c.address())
+                .find(|ip| g.ips.iter().any(|c| c.address() == *ip))
+            {
+                return Some(format!("ip={ip} is already {}'s (domain {domid})", g.name));
+            }
+        }
+        None
     }
 
     pub(super) fn destroy(&mut self, domid: u16) -> bool {
