@@ -10,7 +10,7 @@ use xennet_switch::bridge::BridgeConfig;
 use xennet_switch::capture::{CaptureError, PcapSink};
 use xennet_switch::config::{Topology, TopologyError, UplinkSpec};
 use xennet_switch::domain::DriverDomain;
-use xennet_switch::route::RouterConfig;
+use xennet_switch::route::{vif_nat_guest_ip, vif_nat_router_ip, RouterConfig};
 use xennet_switch::uplink::host::{Host, HostConfig, HostError};
 use xennet_switch::uplink::pcap::{PcapReplay, ReplayError};
 use xennet_switch::uplink::tap::{TapDevice, TapError};
@@ -62,23 +62,41 @@ pub fn guest_mac(domid: u16) -> [u8; 6] {
     [0x00, 0x16, 0x3e, 0x5e, (domid >> 8) as u8, domid as u8]
 }
 
-/// A guest's default address and gateway in each mode (Xen's conventions: the
-/// uplink's segment for bridge and route, `10.0.<domid>.1` behind
-/// `10.0.<domid>.128` for NAT).
-pub fn guest_addr(mode: Mode, domid: u16) -> (Ipv4Cidr, Option<Ipv4Address>) {
+/// A guest's default address and gateway for its vif `devid`, by Xen's conventions:
+/// bridge and route modes give a domain one address on the uplink's segment,
+/// 128.153.144.<204 + domid> (domains 1 to [`LAST_DEFAULT_DOMID`]; in route mode
+/// behind the driver domain's address), whatever the devid; NAT mode follows vif-nat,
+/// 10.<domid / 256>.<domid % 256>.<devid + 1> behind that address + 127. `None` where
+/// the convention has no address ([`no_default_addr`] says why): the vif needs an `ip=`.
+pub fn guest_addr(mode: Mode, domid: u16, devid: u16) -> Option<(Ipv4Cidr, Option<Ipv4Address>)> {
     match mode {
-        Mode::Bridge => (
-            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
-            None,
+        Mode::Bridge | Mode::Route => {
+            let last = u8::try_from(domid).ok()?.checked_add(204)?;
+            if domid == 0 || last == 255 {
+                return None;
+            }
+            let addr = Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, last), 24);
+            Some((addr, (mode == Mode::Route).then_some(DD_IP)))
+        }
+        Mode::Nat => {
+            let guest = vif_nat_guest_ip(domid, devid)?;
+            let gw = vif_nat_router_ip(guest)?;
+            Some((Ipv4Cidr::new(guest, 24), Some(gw)))
+        }
+    }
+}
+
+/// The last domain with a default address in bridge and route modes.
+pub const LAST_DEFAULT_DOMID: u16 = 50;
+
+/// Why [`guest_addr`] has no address for a vif, for an error message.
+pub fn no_default_addr(mode: Mode) -> String {
+    match mode {
+        Mode::Bridge | Mode::Route => format!(
+            "no default address in {} mode (128.153.144.<204 + domain id> ends at domain {LAST_DEFAULT_DOMID})",
+            mode_name(mode)
         ),
-        Mode::Route => (
-            Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
-            Some(DD_IP),
-        ),
-        Mode::Nat => (
-            Ipv4Cidr::new(Ipv4Address::new(10, 0, domid as u8, 1), 24),
-            Some(Ipv4Address::new(10, 0, domid as u8, 128)),
-        ),
+        Mode::Nat => "no default address in nat mode (vif-nat's 10.<domid / 256>.<domid % 256>.<devid + 1> behind <devid + 128> ends at devid 125)".to_string(),
     }
 }
 

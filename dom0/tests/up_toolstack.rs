@@ -110,3 +110,26 @@ fn create_refuses_a_mac_or_address_in_use_and_the_driver_domains_own() {
         .expect("guest 2");
     assert!(dd.dir().join("control.sock").exists());
 }
+
+#[test]
+fn a_domain_id_without_a_default_address_is_refused_clearly_and_nat_defaults_follow_vif_nat() {
+    let dd = Running::start("noaddr", |_| {});
+    // 128.153.144.<204 + domid> runs out at domain 50.
+    assert_eq!(
+        dd.ask(&["create", "60"]),
+        Err(
+            "domain 60: no default address in bridge mode (128.153.144.<204 + domain id> \
+             ends at domain 50): give the vif an ip="
+                .to_string()
+        )
+    );
+    let reply = dd.ask(&["create", "61", "ip=128.153.144.99"]).unwrap();
+    assert!(reply.contains("ip=128.153.144.99/24"), "{reply}");
+    drop(dd);
+    let nat = Running::start("natdef", |o| o.mode = xennet_switch::Mode::Nat);
+    // vif-nat: 10.<domid / 256>.<domid % 256>.<devid + 1>, gateway + 127.
+    let reply = nat.ask(&["create", "300"]).unwrap();
+    assert!(reply.contains("ip=10.1.44.1/24 gw=10.1.44.128"), "{reply}");
+    let reply = nat.ask(&["create", "44"]).unwrap();
+    assert!(reply.contains("ip=10.0.44.1/24 gw=10.0.44.128"), "{reply}");
+}

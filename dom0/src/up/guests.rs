@@ -9,11 +9,12 @@ use xennet_netback::up::Device;
 use xennet_ring::DomId;
 use xennet_switch::capture::PcapSink;
 use xennet_switch::config::{parse_vif_spec, Script, UplinkSpec, VifSpec};
+use xennet_switch::route::vif_nat_router_ip;
 use xennet_switch::wire::{MacAddr, MacFmt};
 use xennet_switch::{Mode, PortConfig, PortKind};
 
 use super::{Guest, Up};
-use crate::build::{guest_addr, guest_mac, mode_name};
+use crate::build::{guest_addr, guest_mac, mode_name, no_default_addr};
 use crate::control::Reply;
 use crate::nodes::VifNodes;
 
@@ -64,16 +65,24 @@ impl Up {
         }
         let devid = u32::from(spec.devid.unwrap_or(0));
         let mac = spec.mac.unwrap_or(MacAddr(guest_mac(domid)));
-        let default = guest_addr(mode, domid).0;
+        let default = guest_addr(mode, domid, devid as u16);
         let ips = if spec.ips.is_empty() {
-            vec![default]
+            match default {
+                Some((addr, _)) => vec![addr],
+                None => {
+                    return Err(format!(
+                        "domain {domid}: {}: give the vif an ip=",
+                        no_default_addr(mode)
+                    ))
+                }
+            }
         } else {
             // xl's `ip=` names addresses; the guest's interface gets the segment's
             // prefix so its gateway is on-link (the driver domain routes /32 per guest).
             spec.ips
                 .iter()
                 .map(|c| match c.prefix_len() {
-                    32 => Ipv4Cidr::new(c.address(), default.prefix_len()),
+                    32 => Ipv4Cidr::new(c.address(), 24),
                     _ => *c,
                 })
                 .collect()
@@ -171,7 +180,9 @@ impl Up {
         let gw = match mode {
             // The guests' gateway is the driver domain's own address.
             Mode::Route => Some(self.topo.driver_domain.addr.address()),
-            _ => guest_addr(mode, domid).1,
+            // vif-nat: the router's address on the vif is the guest's + 127.
+            Mode::Nat => ips.first().and_then(|c| vif_nat_router_ip(c.address())),
+            Mode::Bridge => None,
         };
         let mut out = format!(
             "domain {domid} created: {name} mac={} ip={}",
