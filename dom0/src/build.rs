@@ -59,7 +59,18 @@ pub const DD_MAC: MacAddr = MacAddr([0x00, 0x16, 0x3e, 0x00, 0x00, 0x01]);
 /// The MAC the toolstack gives a guest's first vif when `mac=` is absent
 /// (deterministic, so runs are reproducible; `00:16:3e` is Xen's OUI).
 pub fn guest_mac(domid: u16) -> [u8; 6] {
-    [0x00, 0x16, 0x3e, 0x5e, (domid >> 8) as u8, domid as u8]
+    guest_vif_mac(domid, 0)
+}
+
+/// The MAC of a guest's vif `devid` when `mac=` is absent: `00:16:3e:5e:<domid>`
+/// for devid 0, the fourth byte `0x5f + (devid - 1) % 33` for the others (below
+/// 0x80, as libxl keeps it; devids 33 apart share one, which the toolstack refuses).
+pub fn guest_vif_mac(domid: u16, devid: u16) -> [u8; 6] {
+    let fourth = match devid {
+        0 => 0x5e,
+        n => 0x5f + ((n - 1) % 33) as u8,
+    };
+    [0x00, 0x16, 0x3e, fourth, (domid >> 8) as u8, domid as u8]
 }
 
 /// A guest's default address and gateway for its vif `devid`, by Xen's conventions:

@@ -111,6 +111,74 @@ fn create_refuses_a_mac_or_address_in_use_and_the_driver_domains_own() {
     assert!(dd.dir().join("control.sock").exists());
 }
 
+/// The sample topology file of docs/driver-domain.md, as printed there.
+fn docs_sample_topology() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/driver-domain.md");
+    let text = std::fs::read_to_string(path).expect("docs/driver-domain.md");
+    let section = text
+        .find("## Topology file (TOML)")
+        .expect("the topology section");
+    let start = text[section..].find("```toml\n").expect("its sample") + section + 8;
+    let len = text[start..].find("```").expect("the sample's end");
+    text[start..start + len].to_string()
+}
+
+#[test]
+fn the_docs_sample_topology_is_accepted_and_every_vif_of_a_guest_is_attached() {
+    let mut topo = xennet_switch::config::Topology::from_toml_str(&docs_sample_topology())
+        .expect("the docs' sample parses");
+    let probe = UpOptions {
+        topology: Some(topo.clone()),
+        ..UpOptions::new("/nonexistent")
+    };
+    probe
+        .effective_topology()
+        .expect("xennet up --config accepts the docs' sample");
+    let dd = Running::start("sample", |opts| {
+        // The sample's captures are relative file names: keep them in the test's dir.
+        for c in &mut topo.driver_domain.captures {
+            c.path = opts.dir.join(&c.path);
+        }
+        opts.topology = Some(topo);
+    });
+    // Guest 1 brings no vif spec: it gets the file's two vifs, devid 0 and 1.
+    let reply = dd.ask(&["create", "1"]).expect("create guest 1");
+    assert!(
+        reply.starts_with("domain 1 created: vif1.0 mac=00:16:3e:00:01:01 ip=128.153.144.205/24"),
+        "{reply}"
+    );
+    assert!(reply.contains("vif1.1 mac=00:16:3e:00:01:02"), "{reply}");
+    let list = dd.ask(&["list"]).unwrap();
+    let rows: Vec<&str> = list.lines().filter(|l| l.starts_with("web")).collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert!(
+        rows[0].contains("vif1.0") && rows[0].contains("00:16:3e:00:01:01"),
+        "{list}"
+    );
+    assert!(
+        rows[1].contains("vif1.1") && rows[1].contains("00:16:3e:00:01:02"),
+        "{list}"
+    );
+    // A frontend on device 1 connects to the second vif's backend.
+    use xennet_netfront::xenbus::{connect, FrontOptions};
+    use xennet_platform::shm::{Domain, EventChannels, RuntimeDir};
+    let rt = RuntimeDir::new(dd.dir()).unwrap();
+    let domain = Domain::create(&rt, xennet_ring::DomId(1), 4096, 4096).unwrap();
+    let events = EventChannels::new(&domain, Some(rt.clone()));
+    let xs_dir = xennet_dom0::up::xenstore_dir(dd.dir());
+    let xs =
+        xennet_xenstore::XsClient::connect(xennet_xenstore::domain_socket(&xs_dir, 1)).unwrap();
+    let opts = FrontOptions {
+        devid: 1,
+        ..FrontOptions::default()
+    };
+    let (front, _link) = connect(&xs, &domain, &events, &opts).expect("device 1 connects");
+    assert_eq!(front.mac(), [0x00, 0x16, 0x3e, 0x00, 0x01, 0x02]);
+    let list = dd.ask(&["list"]).unwrap();
+    let vif11 = list.lines().find(|l| l.contains("vif1.1")).unwrap();
+    assert!(vif11.ends_with("Connected/Connected"), "{list}");
+}
+
 #[test]
 fn a_domain_id_without_a_default_address_is_refused_clearly_and_nat_defaults_follow_vif_nat() {
     let dd = Running::start("noaddr", |_| {});
