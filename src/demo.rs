@@ -16,7 +16,7 @@ use xennet_netfront::Features;
 use xennet_ring::DomId;
 use xennet_switch::capture::PcapSink;
 use xennet_switch::config::UplinkSpec;
-use xennet_switch::wire::MacAddr;
+use xennet_switch::wire::{Ipv4Address, Ipv4Cidr, MacAddr};
 use xennet_switch::{brctl, Mode, PortConfig, PortKind};
 
 use xennet_dom0::dataplane::Dataplane;
@@ -66,7 +66,7 @@ pub struct DemoReport {
     pub tcp_echo_ok: bool,
 }
 
-use xennet_dom0::build::{driver_domain, guest_addr, guest_mac, SIM_IP};
+use xennet_dom0::build::{driver_domain, guest_addr, guest_mac, no_default_addr, SIM_IP};
 
 /// Errors that stop the demo.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +84,11 @@ pub enum DemoError {
 
 fn sw<E: std::fmt::Display>(e: E) -> DemoError {
     DemoError::Switch(e.to_string())
+}
+
+/// A demo guest's address and gateway (its first vif's default).
+fn default_addr(mode: Mode, domid: u16) -> Result<(Ipv4Cidr, Option<Ipv4Address>), DemoError> {
+    guest_addr(mode, domid, 0).ok_or_else(|| DemoError::Switch(no_default_addr(mode)))
 }
 
 /// Run the demo.
@@ -118,7 +123,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         let side = Side::anonymous(DomId(i), 2048)?;
         dom0.know(&side);
         side.know(&dom0);
-        let (addr, _) = guest_addr(opts.mode, i);
+        let (addr, _) = default_addr(opts.mode, i)?;
         let pcfg = PortConfig {
             peer_mac: Some(MacAddr(guest_mac(i))),
             ips: vec![addr.address()],
@@ -174,7 +179,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let mut stacks = Vec::new();
     for (i, (front, side)) in fronts.into_iter().zip(guest_sides).enumerate() {
         let domid = i as u16 + 1;
-        let (addr, gw) = guest_addr(opts.mode, domid);
+        let (addr, gw) = default_addr(opts.mode, domid)?;
         let dev = NetfrontDevice::new(front);
         let banner = format!("hello from guest domain {domid} over xennet");
         stacks.push((
@@ -213,7 +218,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
     let _ = writeln!(t, "{ping}");
     rep.remote_pings.push((ping.transmitted, ping.received));
     if guests >= 2 {
-        let (g2, _) = guest_addr(opts.mode, 2);
+        let (g2, _) = default_addr(opts.mode, 2)?;
         let _ = writeln!(t, "\nguest 1 pings guest 2 ({}):", g2.address());
         let p = first.0.ping(
             g2.address(),
@@ -352,7 +357,10 @@ pub fn run_processes(
         ))
     };
     let remote = SIM_IP.to_string();
-    let guest2 = (guests >= 2).then(|| guest_addr(mode, 2).0.address().to_string());
+    let guest2 = match guests {
+        1 => None,
+        _ => Some(default_addr(mode, 2)?.0.address().to_string()),
+    };
     let expect_loss = !opts.proxy_arp && mode == Mode::Route;
     let mut script = vec!["--ping".to_string(), remote.clone()];
     if expect_loss {

@@ -358,6 +358,36 @@ fn read_only_grant_posted_for_receive_disconnects() {
     assert_eq!(e.back.counters().rx_dropped_disconnected, 1);
 }
 
+#[test]
+fn a_first_slot_shorter_than_an_ethernet_header_is_assembled_and_delivered() {
+    // netif.h: the first slot's size is the packet's; the first slot itself carries
+    // what the later slots do not. Here it carries 6 bytes (of the 14-byte Ethernet
+    // header), the second slot the other 94: one 100-byte frame, as Linux assembles
+    // it, header split across the slots.
+    let mut e = evil();
+    let d = e.data;
+    e.send(&[slot(d, 0, 100, true, 1), slot(d, 200, 94, false, 2)]);
+    let mut got = Vec::new();
+    let r = e
+        .back
+        .process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()));
+    assert_eq!(r, Ok(1));
+    assert_eq!(e.statuses(), [NETIF_RSP_OKAY; 2]);
+    let page: Vec<u8> = (0..PAGE_SIZE).map(|i| i as u8).collect();
+    let want = [&page[..6], &page[200..294]].concat();
+    assert_eq!(got, vec![want]);
+    // The first slot's size larger than the later slots' sum: the first slot holds
+    // the difference (here all 60 bytes, the second slot none).
+    e.send(&[slot(d, 0, 60, true, 3), slot(d, 0, 0, false, 4)]);
+    got.clear();
+    let r = e
+        .back
+        .process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()));
+    assert_eq!(r, Ok(1));
+    assert_eq!(got, vec![page[..60].to_vec()]);
+    assert_eq!(e.statuses(), [NETIF_RSP_OKAY; 2]);
+}
+
 /// One step of a hostile frontend in the random mixes below.
 #[derive(Clone, Debug)]
 enum Step {

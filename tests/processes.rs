@@ -172,7 +172,7 @@ fn demo_runs_each_domain_as_a_process_in_every_mode() {
         assert!(t.contains("echoed 61 bytes intact"), "{t}");
         if mode == "bridge" {
             assert!(
-                t.contains("8000.00163e000001") && t.contains("vif2.0"),
+                t.contains("8000.feffffffffff") && t.contains("vif2.0"),
                 "{t}"
             );
         }

@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     for d in 1..=2u16 {
         let cfg = PortConfig {
             peer_mac: Some(MacAddr(guest_mac(d))),
-            ips: vec![guest_addr(mode, d).0.address()],
+            ips: guest_addr(mode, d, 0).map(|(a, _)| a.address()).into_iter().collect(),
             ..PortConfig::default()
         };
         if let Ok(p) = dd.fabric_mut().add_port(

@@ -144,7 +144,8 @@ struct Assigned {
 fn parse_reply(reply: &str) -> Result<Assigned, GuestError> {
     let mut ip = None;
     let mut gateway = None;
-    for w in reply.split_whitespace() {
+    // The first line is the guest's first vif (further lines: its other vifs).
+    for w in reply.lines().next().unwrap_or("").split_whitespace() {
         if let Some(v) = w.strip_prefix("ip=") {
             let first = v.split(',').next().unwrap_or("");
             ip = Some(

@@ -9,6 +9,10 @@
 //! - Never forwarded: frames with a multicast or zero source, the 802.1D link-local
 //!   groups (01:80:c2:00:00:0X), and frames addressed to a port device's own MAC
 //!   (Linux hands those to the bridge device itself, which has no stack here).
+//! - Antispoofing, as Xen's vif scripts set it up for a vif with `ip=`: IPv4 from a
+//!   vif port whose [`PortConfig::ips`](crate::PortConfig::ips) are set is forwarded
+//!   only from those addresses (and DHCP requests); other IPv4 is dropped
+//!   ([`DropReason::BadSource`]), other ethertypes are bridged.
 //! - The table is bounded ([`BridgeConfig::max_entries`]): a guest spraying random
 //!   source MACs cannot make the driver domain hoard memory; beyond the bound new
 //!   MACs are not learned (their frames are still flooded).
@@ -16,10 +20,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::EthernetFrame;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol};
 
-use super::{Disposition, DropReason, Output, PortId, PortTable};
-use crate::wire::{is_link_local_group, is_valid_source, MacAddr};
+use super::{Disposition, DropReason, Output, PortId, PortKind, PortTable};
+use crate::wire::{ipv4_checked, is_dhcp_request, is_link_local_group, is_valid_source, MacAddr};
 
 /// Bridge settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +171,9 @@ impl Bridge {
         if is_link_local_group(dst) {
             return Disposition::Dropped(DropReason::Filtered);
         }
+        if let Err(reason) = source_check(ports, ingress, &eth) {
+            return Disposition::Dropped(reason);
+        }
         self.learn(ports, now, src, ingress);
         if dst.is_unicast() {
             if ports.owns_mac(dst) {
@@ -216,5 +223,30 @@ impl Bridge {
     /// When the oldest entry ages out.
     pub(super) fn poll_at(&self) -> Option<Instant> {
         self.fdb.values().map(|e| e.updated + self.cfg.ageing).min()
+    }
+}
+
+/// Xen's antispoofing (vif-common.sh): a vif with addresses may send IPv4 only from
+/// them, or DHCP requests. Nothing is checked for other ports, vifs without
+/// addresses, or other ethertypes.
+fn source_check(
+    ports: &PortTable,
+    ingress: PortId,
+    eth: &EthernetFrame<&[u8]>,
+) -> Result<(), DropReason> {
+    let Some(port) = ports.get(ingress) else {
+        return Ok(());
+    };
+    if !matches!(port.kind, PortKind::Vif { .. })
+        || port.cfg.ips.is_empty()
+        || eth.ethertype() != EthernetProtocol::Ipv4
+    {
+        return Ok(());
+    }
+    let ip = ipv4_checked(eth.payload()).ok_or(DropReason::Malformed)?;
+    if port.cfg.ips.contains(&ip.src_addr()) || is_dhcp_request(&ip) {
+        Ok(())
+    } else {
+        Err(DropReason::BadSource)
     }
 }

@@ -6,6 +6,12 @@
 //! on the bridge's name (`xenbr0=all.pcap`) records every frame entering the fabric
 //! from any port. A capture whose file fails to write is closed with one warning;
 //! the data path never fails because of a capture.
+//!
+//! Frames are buffered and written out once per data-plane pass
+//! ([`Captures::end_pass`], which [`DriverDomain::poll`](crate::domain::DriverDomain::poll)
+//! calls), so a running capture can be read as it grows (`tshark -r FILE`,
+//! `tail -c +1 -f FILE | tshark -r -`): the file always ends on a whole record after
+//! a pass, and a busy pass costs one write, not one per frame.
 #![deny(unsafe_code)]
 
 use std::collections::HashMap;
@@ -88,6 +94,8 @@ pub struct PcapSink {
     file: SharedFile,
     writer: Option<PcapWriter<SharedFile>>,
     frames: u64,
+    /// Frames written since the last flush.
+    unflushed: bool,
 }
 
 impl std::fmt::Debug for PcapSink {
@@ -125,6 +133,8 @@ impl PcapSink {
             file: shared,
             writer: Some(writer),
             frames: 0,
+            // The header is buffered too: a reader needs it before the first frame.
+            unflushed: true,
         })
     }
 
@@ -142,6 +152,7 @@ impl PcapSink {
             return;
         }
         self.frames += 1;
+        self.unflushed = true;
     }
 
     /// Flushes buffered frames to the file.
@@ -149,7 +160,21 @@ impl PcapSink {
         self.file.flush().map_err(|e| CaptureError::File {
             path: self.path.clone(),
             message: e.to_string(),
-        })
+        })?;
+        self.unflushed = false;
+        Ok(())
+    }
+
+    /// Flushes what was written since the last flush; a capture whose file fails is
+    /// closed with one warning (the data path carries on).
+    fn end_pass(&mut self) {
+        if !self.unflushed || self.writer.is_none() {
+            return;
+        }
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "capture flush failed; capture closed");
+            self.writer = None;
+        }
     }
 
     /// Frames written so far.
@@ -212,6 +237,16 @@ impl Captures {
         if let Some(sinks) = self.by_port.get_mut(&port) {
             sinks.iter_mut().for_each(|s| s.write(frame));
         }
+    }
+
+    /// Ends a data-plane pass: the frames captured in it go to their files (a write
+    /// per capture that saw frames, none otherwise).
+    pub fn end_pass(&mut self) {
+        self.by_port
+            .values_mut()
+            .flatten()
+            .chain(self.all_ingress.iter_mut())
+            .for_each(PcapSink::end_pass);
     }
 
     /// Flushes every capture file.

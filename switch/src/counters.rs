@@ -7,7 +7,9 @@ use core::fmt;
 pub enum DropReason {
     /// Shorter than its headers claim, bad IPv4 header checksum, unparsable ARP.
     Malformed,
-    /// Source MAC multicast or zero, or IPv4 source multicast/broadcast (martian).
+    /// Source MAC multicast or zero, IPv4 source multicast/broadcast (martian), or an
+    /// IPv4 source a vif may not use: not among its addresses (`ip=`; NAT: also
+    /// vif-nat's default), as Xen's vif scripts' antispoofing rules drop it.
     BadSource,
     /// Never forwarded by policy: 802.1D link-local groups, frames addressed to the
     /// bridge device itself, IPv4 multicast in route mode.

@@ -164,7 +164,8 @@ impl DriverDomain {
         d
     }
 
-    /// Runs the fabric's timers and the endpoints.
+    /// Runs the fabric's timers and the endpoints, then writes what the captures
+    /// recorded since the last call to their files. A driver calls it once per pass.
     pub fn poll<O: Output>(&mut self, now: Instant, out: &mut O) {
         let mut d = Dispatch {
             endpoints: &mut self.endpoints,
@@ -174,6 +175,7 @@ impl DriverDomain {
         };
         self.fabric.poll(now, &mut d);
         self.settle(now, out);
+        self.captures.end_pass();
     }
 
     /// The earliest time anything (fabric or endpoint) has timed work.

@@ -315,3 +315,44 @@ fn topology_errors_name_the_field() {
         Err(TopologyError::Io { .. })
     ));
 }
+
+#[test]
+fn topology_refuses_a_mac_or_address_two_guests_share_or_that_is_the_driver_domains() {
+    let two = |a: &str, b: &str| {
+        format!("[[guest]]\ndomid = 1\nvifs = [\"{a}\"]\n[[guest]]\ndomid = 2\nvifs = [\"{b}\"]")
+    };
+    let cases = [
+        (
+            two("mac=00:16:3e:00:01:01", "mac=00:16:3e:00:01:01"),
+            "guest[1].vifs[0].mac = \"00:16:3e:00:01:01\": already guest[0].vifs[0]'s (domain 1)",
+        ),
+        (
+            two("ip=128.153.144.210", "ip=128.153.144.210/24"),
+            "guest[1].vifs[0].ip = \"128.153.144.210\": already guest[0].vifs[0]'s (domain 1)",
+        ),
+        (
+            "[[guest]]\ndomid = 1\nvifs = [\"mac=00:16:3e:00:01:01\", \"mac=00:16:3e:00:01:01\"]"
+                .to_string(),
+            "guest[0].vifs[1].mac = \"00:16:3e:00:01:01\": already guest[0].vifs[0]'s (domain 1)",
+        ),
+        (
+            "[[guest]]\ndomid = 1\nvifs = [\"mac=00:16:3e:00:00:01\"]".to_string(),
+            "guest[0].vifs[0].mac = \"00:16:3e:00:00:01\": the driver domain's (driver_domain.mac)",
+        ),
+        (
+            "[[guest]]\ndomid = 1\nvifs = [\"ip=128.153.144.204\"]".to_string(),
+            "guest[0].vifs[0].ip = \"128.153.144.204\": the driver domain's (driver_domain.ip)",
+        ),
+        (
+            "[[guest]]\ndomid = 1\nvifs = [\"mac=00:04:76:35:0a:72\"]".to_string(),
+            "guest[0].vifs[0].mac = \"00:04:76:35:0a:72\": the simulated uplink host's (uplink_host.mac)",
+        ),
+        (
+            "[[guest]]\ndomid = 1\nvifs = [\"ip=128.153.144.148\"]".to_string(),
+            "guest[0].vifs[0].ip = \"128.153.144.148\": the simulated uplink host's (uplink_host.ip)",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_eq!(topo_err(&text), want, "{text}");
+    }
+}

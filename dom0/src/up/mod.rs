@@ -24,7 +24,7 @@ mod reconcile;
 mod views;
 pub mod xen;
 
-use crate::build::{driver_domain_for, BuildError};
+use crate::build::{attach_captures, driver_domain_for, BuildError};
 
 use std::collections::BTreeMap;
 
@@ -33,15 +33,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::Ipv4Cidr;
 use xennet_netback::up::Device;
 use xennet_platform::shm::{Domain, RuntimeDir};
 use xennet_ring::DomId;
-use xennet_switch::capture::PcapSink;
 use xennet_switch::config::Topology;
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::domain::DriverDomain;
-use xennet_switch::wire::MacAddr;
 use xennet_switch::{Mode, PortId};
 use xennet_xenstore::{XenbusState, Xenstored, XsClient};
 
@@ -94,13 +91,6 @@ impl UpOptions {
     /// defaults with these options' mode, proxy ARP, uplink and captures.
     pub fn effective_topology(&self) -> Result<Topology, UpError> {
         if let Some(t) = &self.topology {
-            if let Some((gi, g)) = t.guests.iter().enumerate().find(|(_, g)| g.vifs.len() > 1) {
-                return Err(UpError::Setup(format!(
-                    "guest[{gi}].vifs: domain {} lists {} vifs; xennet up attaches one vif per guest",
-                    g.domid,
-                    g.vifs.len()
-                )));
-            }
             return Ok(t.clone());
         }
         let mut t = Topology::from_toml_str("").map_err(BuildError::from)?;
@@ -153,12 +143,10 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> UpError + '_ {
 }
 
 struct Guest {
-    port: PortId,
     /// The domain's name (`/local/domain/<id>/name`).
     dom_name: String,
-    name: String,
-    mac: MacAddr,
-    ips: Vec<Ipv4Cidr>,
+    /// Its vifs, in devid order of creation.
+    vifs: Vec<guests::GuestVif>,
 }
 
 type Request = (Vec<String>, mpsc::Sender<Reply>);
@@ -274,17 +262,7 @@ fn build_switch(
     topo: &Topology,
 ) -> Result<(DriverDomain, Vec<(String, PathBuf)>), UpError> {
     let mut dd = driver_domain_for(topo)?;
-    let mut pending_captures = Vec::new();
-    for (port, file) in &opts.capture_list() {
-        match dd.fabric().port_id(port) {
-            Some(id) => {
-                let sink = PcapSink::create(file).map_err(setup("capture"))?;
-                dd.captures_mut().attach_port(id, sink);
-            }
-            None if port.starts_with("vif") => pending_captures.push((port.clone(), file.clone())),
-            None => return Err(UpError::Setup(format!("--capture {port}: no such port"))),
-        }
-    }
+    let pending_captures = attach_captures(&mut dd, &opts.capture_list())?;
     Ok((dd, pending_captures))
 }
 

@@ -26,9 +26,13 @@ impl Attach for Attacher<'_> {
 
     fn attach(&mut self, xs: &XsClient, d: &BackendDevice) -> Result<PortId, String> {
         let fe = d.frontend_id;
-        let Some(port) = self.guests.get(&fe.0).map(|g| g.port) else {
+        let vif = self
+            .guests
+            .get(&fe.0)
+            .and_then(|g| g.vifs.iter().find(|v| v.devid == d.devid));
+        let Some(port) = vif.map(|v| v.port) else {
             return Err(
-                "no switch port for this domain (not created through the toolstack)".into(),
+                "no switch port for this device (not created through the toolstack)".into(),
             );
         };
         let params = d.read_frontend(xs).map_err(|e| e.to_string())?;

@@ -8,6 +8,7 @@ use xennet_switch::wire::MacFmt;
 use xennet_switch::{brctl, Mode};
 use xennet_xenstore::XenbusState;
 
+use super::guests::addrs;
 use super::Up;
 use crate::build::mode_name;
 use crate::control::Reply;
@@ -84,35 +85,30 @@ impl Up {
             self.topo.driver_domain.addr.address().to_string()
         );
         for (domid, g) in &self.guests {
-            let (be_s, fe_s) = self
-                .devs
-                .iter()
-                .find(|(k, _)| k.0 == *domid)
-                .map(|(_, d)| {
-                    let d = d.dev();
-                    (
-                        d.state(&self.xs).unwrap_or(XenbusState::Unknown),
-                        d.frontend_state(&self.xs).unwrap_or(XenbusState::Unknown),
-                    )
-                })
-                .unwrap_or((XenbusState::Unknown, XenbusState::Unknown));
-            let ips = g
-                .ips
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            let _ = writeln!(
-                t,
-                "{:<12} {:>5}  {:<10} {:<18} {:<20} {:?}/{:?}",
-                g.dom_name.clone(),
-                domid,
-                g.name,
-                MacFmt(g.mac).to_string(),
-                ips,
-                be_s,
-                fe_s
-            );
+            for v in &g.vifs {
+                let (be_s, fe_s) = self
+                    .devs
+                    .get(&(*domid, v.devid))
+                    .map(|d| {
+                        let d = d.dev();
+                        (
+                            d.state(&self.xs).unwrap_or(XenbusState::Unknown),
+                            d.frontend_state(&self.xs).unwrap_or(XenbusState::Unknown),
+                        )
+                    })
+                    .unwrap_or((XenbusState::Unknown, XenbusState::Unknown));
+                let _ = writeln!(
+                    t,
+                    "{:<12} {:>5}  {:<10} {:<18} {:<20} {:?}/{:?}",
+                    g.dom_name.clone(),
+                    domid,
+                    v.name,
+                    MacFmt(v.mac).to_string(),
+                    addrs(&v.ips),
+                    be_s,
+                    fe_s
+                );
+            }
         }
         t
     }

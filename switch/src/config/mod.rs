@@ -4,6 +4,7 @@
 
 mod rate;
 mod topology;
+mod unique;
 mod vif;
 
 pub use rate::{parse_rate, Rate, RateError, DEFAULT_RATE_INTERVAL_US};

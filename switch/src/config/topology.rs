@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::unique::Others;
 use super::vif::{apply, parse_ifname, parse_mac, parse_vif_spec, Script, VifSpec, VifSpecError};
 use crate::capture::CaptureSpec;
 use crate::wire::{Ipv4Address, Ipv4Cidr, MacAddr};
@@ -208,7 +209,7 @@ struct RawTopology {
     guests: Vec<RawGuest>,
 }
 
-fn field(field: &str, value: &str, reason: impl Into<String>) -> TopologyError {
+pub(super) fn field(field: &str, value: &str, reason: impl Into<String>) -> TopologyError {
     TopologyError::Field {
         field: field.to_string(),
         value: value.to_string(),
@@ -280,7 +281,7 @@ impl Topology {
         };
         let mut guests = Vec::new();
         for (gi, g) in raw.guests.into_iter().enumerate() {
-            guests.push(guest(&dd, gi, g, &guests)?);
+            guests.push(guest(&dd, &uplink_host, gi, g, &guests)?);
         }
         Ok(Topology {
             driver_domain: dd,
@@ -341,6 +342,7 @@ fn driver_domain(d: RawDd) -> Result<DriverDomainConfig, TopologyError> {
 
 fn guest(
     dd: &DriverDomainConfig,
+    host: &HostTable,
     gi: usize,
     g: RawGuest,
     earlier: &[GuestConfig],
@@ -378,6 +380,13 @@ fn guest(
         }
         spec.devid = Some(devid);
         check_mode(dd, &vat, &spec)?;
+        let others = Others {
+            dd,
+            host,
+            earlier,
+            this: (gi, g.domid, &vifs),
+        };
+        others.check_unique(&vat, &spec)?;
         vifs.push(spec);
     }
     Ok(GuestConfig {

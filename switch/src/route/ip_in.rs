@@ -8,9 +8,9 @@ use crate::arp::{Enqueued, Waiting};
 use crate::nat::Inbound;
 use crate::wire::build::{echo_reply, icmp_error, is_icmp_error_type};
 use crate::wire::checksum;
-use crate::wire::Ipv4Address;
-use crate::PortTable;
+use crate::wire::{is_dhcp_request, Ipv4Address};
 use crate::{Disposition, DropReason, Output, PortId};
+use crate::{PortKind, PortTable};
 
 /// Offsets in the IPv4 header.
 const TTL: usize = 8;
@@ -35,6 +35,9 @@ impl Router {
         let ip = &payload[..usize::from(pkt.total_len())];
         let (src, dst) = (pkt.src_addr(), pkt.dst_addr());
         if src.is_multicast() || src.is_broadcast() || self.is_uplink_broadcast(src) {
+            return Disposition::Dropped(DropReason::BadSource);
+        }
+        if !self.source_permitted(ports, ingress, &pkt) {
             return Disposition::Dropped(DropReason::BadSource);
         }
         if self.nat.is_some()
@@ -65,6 +68,30 @@ impl Router {
             return Disposition::Dropped(DropReason::ForwardingDisabled);
         }
         self.forward(ports, now, ingress, ip.to_vec(), out)
+    }
+
+    /// Xen's antispoofing (vif-common.sh, for vif-route and vif-nat): a vif with
+    /// addresses routed to it (its `ip=`, or vif-nat's default) may send only from
+    /// them, or DHCP requests; a vif without any, from anywhere.
+    fn source_permitted(
+        &self,
+        ports: &PortTable,
+        ingress: PortId,
+        pkt: &Ipv4Packet<&[u8]>,
+    ) -> bool {
+        if !ports
+            .get(ingress)
+            .is_some_and(|p| matches!(p.kind, PortKind::Vif { .. }))
+        {
+            return true;
+        }
+        let mut own = self
+            .routes
+            .iter()
+            .filter(|r| r.port == ingress && r.net.prefix_len() == 32)
+            .map(|r| r.net.address())
+            .peekable();
+        own.peek().is_none() || own.any(|a| a == pkt.src_addr()) || is_dhcp_request(pkt)
     }
 
     fn forward(

@@ -6,11 +6,13 @@
 //! [`HostConfig::udp_echo_port`], and can ping, and open TCP connections and UDP
 //! sockets of its own. Its "wire" is a pair of queues the fabric fills and drains.
 //!
-//! Echo requests to its address are answered through an ICMP socket rather than by
-//! smoltcp's automatic reply: a socket's packet waits while the sender's address is
-//! resolved by ARP, as a Linux host queues it, where the automatic reply would be
-//! dropped. That matters behind a router: the host has never seen an ARP from a routed
-//! guest, so the first reply to it needs a resolution first.
+//! Echo requests to its address are answered by an [`EchoResponder`] rather than by
+//! smoltcp's automatic reply: a reply waits while the sender's address is resolved by
+//! ARP, as a Linux host queues it, where the automatic reply would be dropped. That
+//! matters behind a router: the host has never seen an ARP from a routed guest, so
+//! the first reply to it needs a resolution first. (Not through smoltcp's ICMP socket
+//! either: that sends in order, so a reply to a sender who never answers ARP would
+//! hold up every later one.)
 
 use std::collections::VecDeque;
 
@@ -23,15 +25,15 @@ use smoltcp::wire::{
     IpEndpoint, IpProtocol, Ipv4Packet,
 };
 
+use super::echo::EchoResponder;
 use super::Endpoint;
 use crate::wire::{is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr, MacFmt};
+use crate::DropReason;
 
 /// Frames queued towards the host before it polls; more are dropped.
 const RX_QUEUE: usize = 256;
 /// Concurrent TCP echo connections.
 const ECHO_SOCKETS: usize = 4;
-/// Echo requests waiting to be answered; more are dropped (counted).
-const ECHO_BACKLOG: usize = 64;
 
 /// An ICMP echo request to answer through a socket (see the module documentation):
 /// who asked, and the request's id, sequence and data.
@@ -225,7 +227,7 @@ pub struct Host {
     tcp_echo: Vec<SocketHandle>,
     udp_echo: Option<SocketHandle>,
     replies: Vec<EchoReply>,
-    echo_requests: Vec<EchoRequest>,
+    responder: EchoResponder,
     rx_dropped: u64,
 }
 
@@ -300,6 +302,7 @@ impl Host {
             }
             None => None,
         };
+        let responder = EchoResponder::new(cfg.mac, cfg.addr, cfg.gateway);
         Ok(Host {
             cfg,
             iface,
@@ -310,7 +313,7 @@ impl Host {
             tcp_echo,
             udp_echo,
             replies: Vec::new(),
-            echo_requests: Vec::new(),
+            responder,
             rx_dropped: 0,
         })
     }
@@ -420,13 +423,18 @@ impl Host {
         self.rx_dropped
     }
 
+    /// Echo replies this host sent.
+    pub fn echo_replies_sent(&self) -> u64 {
+        self.responder.sent()
+    }
+
+    /// Echo replies given up on, by reason (see [`EchoResponder::dropped`]).
+    pub fn echo_replies_dropped(&self, reason: DropReason) -> u64 {
+        self.responder.dropped(reason)
+    }
+
     fn run_services(&mut self) {
         let icmp = self.sockets.get_mut::<icmp::Socket>(self.icmp);
-        for req in self.echo_requests.drain(..) {
-            if !req.answer(icmp) {
-                self.rx_dropped += 1;
-            }
-        }
         while let Ok((data, from)) = icmp.recv() {
             let IpAddress::Ipv4(from) = from;
             if let Ok(pkt) = Icmpv4Packet::new_checked(data) {
@@ -475,14 +483,18 @@ impl Host {
 }
 
 impl Endpoint for Host {
-    fn receive(&mut self, _now: Instant, frame: &[u8]) {
-        if let Some(req) = EchoRequest::parse(frame, self.cfg.mac, self.cfg.addr.address()) {
-            if self.echo_requests.len() >= ECHO_BACKLOG {
-                self.rx_dropped += 1;
-            } else {
-                self.echo_requests.push(req);
-            }
+    fn receive(&mut self, now: Instant, frame: &[u8]) {
+        let tx = &mut self.wire.tx;
+        if EchoRequest::parse(frame, self.cfg.mac, self.cfg.addr.address()).is_some() {
+            let ip = EthernetFrame::new_unchecked(frame).payload();
+            self.responder
+                .request(now, ip, &mut |f: &[u8]| tx.push(f.to_vec()));
             return;
+        }
+        if EthernetFrame::new_unchecked(frame).ethertype() == EthernetProtocol::Arp {
+            // smoltcp answers and learns too; the responder learns for the replies.
+            self.responder
+                .arp(now, frame, &mut |f: &[u8]| tx.push(f.to_vec()));
         }
         if self.wire.rx.len() >= RX_QUEUE {
             self.rx_dropped += 1;
@@ -492,6 +504,9 @@ impl Endpoint for Host {
     }
 
     fn poll(&mut self, now: Instant, tx: &mut dyn FnMut(&[u8])) {
+        let wire_tx = &mut self.wire.tx;
+        self.responder
+            .poll(now, &mut |f: &[u8]| wire_tx.push(f.to_vec()));
         self.run_services();
         // Two rounds: the services may answer what the first poll delivered.
         for _ in 0..2 {
@@ -505,7 +520,11 @@ impl Endpoint for Host {
     }
 
     fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface.poll_at(now, &self.sockets)
+        let smoltcp = self.iface.poll_at(now, &self.sockets);
+        match (smoltcp, self.responder.poll_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {

@@ -6,10 +6,12 @@
 //!   port, ping and TCP/UDP client calls). As the `sim` uplink it is the remote host
 //!   on the physical segment (128.153.144.148, 00:04:76:35:0a:72 by default); as the
 //!   Local port it is the driver domain's own stack; tests use it as a guest.
+//!   Its echo replies wait per neighbour ([`echo::EchoResponder`]).
 //! - [`tap::TapDevice`]: a Linux TAP device; the kernel's stack is the peer.
 //! - [`pcap::PcapReplay`]: injects the frames of a pcap file.
 #![deny(unsafe_code)]
 
+pub mod echo;
 pub mod host;
 pub mod pcap;
 pub mod tap;

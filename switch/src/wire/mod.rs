@@ -54,6 +54,16 @@ pub fn ipv4_checked(buf: &[u8]) -> Option<smoltcp::wire::Ipv4Packet<&[u8]>> {
     (p.version() == 4 && p.header_len() >= 20 && usize::from(p.total_len()) >= 20).then_some(p)
 }
 
+/// True for a DHCP client's message (UDP from port 68 to port 67, first fragment),
+/// which Xen's vif scripts let a guest send from any source address: it has none yet.
+pub fn is_dhcp_request(pkt: &smoltcp::wire::Ipv4Packet<&[u8]>) -> bool {
+    let udp = pkt.payload();
+    pkt.next_header() == smoltcp::wire::IpProtocol::Udp
+        && pkt.frag_offset() == 0
+        && udp.len() >= 4
+        && udp[..4] == [0, 68, 0, 67]
+}
+
 #[cfg(test)]
 mod ipv4_tests {
     #[test]
