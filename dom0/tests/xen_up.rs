@@ -236,6 +236,16 @@ fn toolstack_written_vifs_connect_carry_frames_and_close() {
         ev.iter()
             .any(|e| matches!(e, VifEvent::Disconnected { name, .. } if name == "web0"))
     });
+    // Its line carries the vif's final counters: the 20 frames guest 1 sent.
+    let line = events
+        .iter()
+        .find(|e| matches!(e, VifEvent::Disconnected { name, .. } if name == "web0"))
+        .map(|e| e.to_string())
+        .unwrap();
+    assert!(
+        line.starts_with("web0 disconnected (frontend 1): from the guest 20 frames"),
+        "{line}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !closer.is_finished() {
         assert!(Instant::now() < deadline, "frontend close did not finish");
@@ -263,7 +273,11 @@ fn toolstack_written_vifs_connect_carry_frames_and_close() {
     events.extend(be.take_events());
     assert_eq!(
         events.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-        vec!["vif2.0 disconnected (frontend 2)".to_string()]
+        vec![
+            "vif2.0 disconnected (frontend 2): from the guest 0 frames (0 bytes, 0 refused), \
+             to the guest 20 frames (1200 bytes, 0 dropped), 0 fatal errors"
+                .to_string()
+        ]
     );
     assert_eq!(state(&h.xs, &be_b), Some(XenbusState::Closed));
     assert!(be.plane.vifs.is_empty());

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use xennet_netback::up::{self as be_up, Attach, Device};
+use xennet_netback::vif::VifCounters;
 use xennet_netback::xenbus::{probe, BackendDevice};
 use xennet_netfront::xenbus::parse_mac;
 use xennet_switch::capture::PcapSink;
@@ -86,6 +87,8 @@ pub enum VifEvent {
         frontend: u16,
         /// The device number.
         devid: u32,
+        /// The vif's final counters (none if it was already gone).
+        counters: Option<VifCounters>,
     },
     /// The frontend was Initialised but could not be connected (the reason is also
     /// in the backend's `error` node; the backend went Closing).
@@ -114,8 +117,28 @@ impl fmt::Display for VifEvent {
                 "{name} connected ({queues} queue{}, frontend {frontend})",
                 if *queues == 1 { "" } else { "s" }
             ),
-            VifEvent::Disconnected { name, frontend, .. } => {
-                write!(f, "{name} disconnected (frontend {frontend})")
+            VifEvent::Disconnected {
+                name,
+                frontend,
+                counters,
+                ..
+            } => {
+                write!(f, "{name} disconnected (frontend {frontend})")?;
+                if let Some(c) = counters {
+                    write!(
+                        f,
+                        ": from the guest {} frames ({} bytes, {} refused), to the guest {} \
+                         frames ({} bytes, {} dropped), {} fatal errors",
+                        c.tx_packets,
+                        c.tx_bytes,
+                        c.tx_errors,
+                        c.rx_packets,
+                        c.rx_bytes,
+                        c.rx_dropped(),
+                        c.fatal_errors
+                    )?;
+                }
+                Ok(())
             }
             VifEvent::Refused {
                 name,
@@ -299,13 +322,14 @@ impl<P: DriverPlatform> Attach for Attacher<'_, P> {
     }
 
     fn detach(&mut self, h: Attached) {
-        self.plane.remove_vif(h.port);
+        let counters = self.plane.remove_vif(h.port);
         self.plane.dd.remove_port(h.port);
         tracing::info!(vif = %h.name, frontend = h.frontend, "disconnected");
         self.events.push(VifEvent::Disconnected {
             name: h.name,
             frontend: h.frontend,
             devid: h.devid,
+            counters,
         });
     }
 }
