@@ -8,6 +8,7 @@
 //! The plane is written once over the platform ([`Plane`] over any
 //! [`DriverPlatform`]); [`Dataplane`] is the process platform's.
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant as StdInstant};
 
@@ -22,6 +23,9 @@ use xennet_switch::{Mode, Output, PortConfig, PortId, PortKind};
 use crate::build::{driver_domain, BuildError};
 use crate::platform::{DriverPlatform, PlatformVif};
 use crate::side::Side;
+use fds::FdWatcher;
+
+mod fds;
 
 /// Frames taken from one vif per pass before others get a turn.
 const TX_BUDGET: usize = 256;
@@ -74,6 +78,9 @@ pub struct Plane<P: DriverPlatform = Side> {
     deliveries: Vec<(PortId, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
     woken: Vec<Port>,
+    /// Wakes the plane when an endpoint's device (a TAP uplink) has frames.
+    watcher: Option<FdWatcher>,
+    fd_buf: Vec<RawFd>,
 }
 
 impl<P: DriverPlatform> VifPort<P> {
@@ -138,6 +145,8 @@ impl<P: DriverPlatform> Plane<P> {
             deliveries: Vec::new(),
             spare: Vec::new(),
             woken: Vec::new(),
+            watcher: None,
+            fd_buf: Vec::new(),
         }
     }
 
@@ -272,6 +281,7 @@ impl<P: DriverPlatform> Plane<P> {
     /// idle plane adds no timeout of its own. Throttled vifs whose time is up are
     /// unmasked first (their pending kicks then wake us at once).
     pub fn wait(&mut self, limit: Duration) {
+        self.watch_fds();
         let snow = self.side.now();
         for v in &mut self.vifs {
             if v.masked_until.is_some_and(|t| t <= snow) {
@@ -315,6 +325,35 @@ impl<P: DriverPlatform> Plane<P> {
                     v.vif.note_event(i);
                 }
             }
+        }
+    }
+
+    /// Keeps a watcher on the endpoints' descriptors (restarted if they changed)
+    /// and re-arms it: the plane has just read them.
+    fn watch_fds(&mut self) {
+        use xennet_platform::EventChannelOps as _;
+        self.fd_buf.clear();
+        self.dd.fds_into(&mut self.fd_buf);
+        let same = match &self.watcher {
+            Some(w) => w.fds() == self.fd_buf.as_slice(),
+            None => self.fd_buf.is_empty(),
+        };
+        if !same {
+            self.watcher = None;
+            if !self.fd_buf.is_empty() {
+                let started = self.dd.dup_fds().and_then(|dups| {
+                    FdWatcher::start(self.fd_buf.clone(), dups, self.side.events().interrupter())
+                });
+                match started {
+                    Ok(w) => self.watcher = Some(w),
+                    Err(e) => tracing::warn!(
+                        "cannot watch the endpoints' devices ({e}): they are read on timers only"
+                    ),
+                }
+            }
+        }
+        if let Some(w) = &self.watcher {
+            w.rearm();
         }
     }
 

@@ -1,5 +1,6 @@
 //! The event-channel operations every platform offers drivers' handshakes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use xennet_ring::{DomId, Notify, Port};
@@ -35,4 +36,33 @@ pub trait EventChannelOps {
 
     /// Let `port`'s events through again, delivering one held back meanwhile.
     fn unmask(&self, port: Port);
+
+    /// A handle any thread may use to make this side's [`wait_into`] return at once
+    /// (the one in progress, or the next if none is), with or without events: what
+    /// a thread watching other descriptors uses to wake the data plane.
+    ///
+    /// [`wait_into`]: EventChannelOps::wait_into
+    fn interrupter(&self) -> Interrupter;
+}
+
+/// Wakes one side's event wait from any thread ([`EventChannelOps::interrupter`]).
+#[derive(Clone)]
+pub struct Interrupter(Arc<dyn Fn() + Send + Sync>);
+
+impl Interrupter {
+    /// An interrupter that runs `f`.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Interrupter {
+        Interrupter(Arc::new(f))
+    }
+
+    /// Make the wait return.
+    pub fn interrupt(&self) {
+        (self.0)()
+    }
+}
+
+impl core::fmt::Debug for Interrupter {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Interrupter")
+    }
 }

@@ -19,4 +19,4 @@ pub mod xen;
 #[cfg(all(feature = "xenlinux", target_os = "linux"))]
 pub mod xenlinux;
 
-pub use event::EventChannelOps;
+pub use event::{EventChannelOps, Interrupter};

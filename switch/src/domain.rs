@@ -178,6 +178,26 @@ impl DriverDomain {
         self.captures.end_pass();
     }
 
+    /// The descriptors of endpoints that read a device (appended to `out`): the
+    /// caller wakes when one is readable, as it wakes for its timers.
+    pub fn fds_into(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
+        out.extend(
+            self.endpoints
+                .values()
+                .filter_map(|ep| ep.fd().map(|fd| fd.as_raw_fd())),
+        );
+    }
+
+    /// Duplicates of those descriptors, in the same order, for a thread to poll.
+    pub fn dup_fds(&self) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+        self.endpoints
+            .values()
+            .filter_map(|ep| ep.fd())
+            .map(|fd| fd.try_clone_to_owned())
+            .collect()
+    }
+
     /// The earliest time anything (fabric or endpoint) has timed work.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
         let mut at = self.fabric.poll_at();

@@ -229,3 +229,77 @@ fn each_kick_is_counted_on_the_queue_whose_channel_it_came_through() {
         );
     }
 }
+
+/// An uplink whose device is one end of a socket pair: readable when the test writes
+/// into the other end; `poll` reads it (as a TAP endpoint reads its device).
+struct SocketUplink {
+    sock: std::os::unix::net::UnixStream,
+    frames: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl xennet_switch::uplink::Endpoint for SocketUplink {
+    fn receive(&mut self, _now: smoltcp::time::Instant, _frame: &[u8]) {}
+
+    fn poll(&mut self, _now: smoltcp::time::Instant, _tx: &mut dyn FnMut(&[u8])) {
+        use std::io::Read;
+        let mut buf = [0u8; 64];
+        while let Ok(n) = self.sock.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = self.frames.send(buf[..n].to_vec());
+        }
+    }
+
+    fn poll_at(&mut self, _now: smoltcp::time::Instant) -> Option<smoltcp::time::Instant> {
+        None
+    }
+
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.sock.as_fd())
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn an_endpoint_device_with_frames_wakes_the_sleeping_plane_every_time() {
+    use std::io::Write;
+    let (dom0, _guests) = domains(1).unwrap();
+    let mut dd = DriverDomain::new(Fabric::new(FabricConfig::default()).unwrap());
+    let up = dd
+        .fabric_mut()
+        .add_port("peth0", PortKind::Uplink, PortConfig::default())
+        .unwrap();
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let (tx, frames) = std::sync::mpsc::channel();
+    dd.attach(
+        up,
+        Box::new(SocketUplink {
+            sock: ours,
+            frames: tx,
+        }),
+    );
+    let mut plane = Plane::new(dom0, dd);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        // Each round: a wait with no timer due (a day's limit), then a pass that reads.
+        for _ in 0..3 {
+            plane.wait(Duration::from_secs(86_400));
+            plane.run_once();
+            let _ = done_tx.send(());
+        }
+    });
+    for round in 0..3u8 {
+        theirs.write_all(&[round; 10]).unwrap();
+        // A plane that slept through the device would hold this for a day.
+        done.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("round {round}: the plane slept through its device"));
+        assert_eq!(frames.recv().unwrap(), vec![round; 10]);
+    }
+    runner.join().unwrap();
+}

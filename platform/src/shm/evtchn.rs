@@ -51,6 +51,10 @@ struct PortRec<'a> {
     bits: &'a std::sync::atomic::AtomicU32,
 }
 
+/// Port 0's `bits` word: no channel ever binds port 0, so its pending bit is the
+/// domain's own wake-up, raised by [`EventChannels::interrupt`] (docs/shm-layout.md).
+const OFF_INTERRUPT: usize = PORTS_OFFSET + 12;
+
 fn word(r: &Regions, off: usize) -> &std::sync::atomic::AtomicU32 {
     // The offsets used are constants inside the 4096-byte page, checked at open.
     r.evtchn
@@ -206,6 +210,21 @@ impl EventChannels {
         true
     }
 
+    /// Make a [`EventChannels::wait_into`] in progress (or the next one) return at
+    /// once: port 0's pending bit is raised as a peer raises a port's, so the same
+    /// protocol (summary, doorbell, sleepers) wakes the sleeper.
+    pub fn interrupt(&self) {
+        let own = &self.own;
+        if pending::raise(
+            word(own, OFF_INTERRUPT),
+            word(own, OFF_SUMMARY),
+            word(own, OFF_DOORBELL),
+            word(own, OFF_SLEEPERS),
+        ) {
+            wake(word(own, OFF_DOORBELL));
+        }
+    }
+
     /// Mask a port: its events stay pending without waking us.
     pub fn mask(&self, port: Port) {
         if let Some(rec) = port_rec(&self.own, port) {
@@ -288,7 +307,8 @@ impl EventChannels {
         );
         loop {
             self.poll_into(out);
-            if !out.is_empty() {
+            let interrupted = pending::take(word(&self.own, OFF_INTERRUPT));
+            if !out.is_empty() || interrupted {
                 return;
             }
             let left = match deadline {
@@ -386,5 +406,10 @@ impl crate::EventChannelOps for Arc<EventChannels> {
 
     fn unmask(&self, port: Port) {
         EventChannels::unmask(self, port)
+    }
+
+    fn interrupter(&self) -> crate::Interrupter {
+        let ch = self.clone();
+        crate::Interrupter::new(move || ch.interrupt())
     }
 }

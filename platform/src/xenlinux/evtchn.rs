@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,6 +39,8 @@ pub struct EventChannels {
     /// Woken by [`EventChannels::unmask`] when it makes a held event deliverable, so a
     /// thread blocked in [`EventChannels::wait_into`] sees it.
     wake: OwnedFd,
+    /// Set by [`EventChannels::interrupt`]: the next or current wait returns.
+    interrupted: AtomicBool,
     rx: Mutex<Rx>,
 }
 
@@ -79,6 +82,7 @@ impl EventChannels {
             fd,
             path: path.to_path_buf(),
             wake,
+            interrupted: AtomicBool::new(false),
             rx: Mutex::new(Rx {
                 buf: vec![0; READ_PORTS],
                 ..Rx::default()
@@ -230,6 +234,13 @@ impl EventChannels {
         }
     }
 
+    /// Make a [`EventChannels::wait_into`] in progress (or the next one) return at
+    /// once, with or without events.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::Release);
+        self.kick();
+    }
+
     fn kick(&self) {
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
     }
@@ -311,7 +322,7 @@ impl EventChannels {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             self.poll_into(out);
-            if out.len() > start {
+            if out.len() > start || self.interrupted.swap(false, Ordering::AcqRel) {
                 return;
             }
             let ms: libc::c_int = match deadline {
@@ -413,6 +424,11 @@ impl crate::EventChannelOps for Arc<EventChannels> {
     fn unmask(&self, port: Port) {
         EventChannels::unmask(self, port)
     }
+
+    fn interrupter(&self) -> crate::Interrupter {
+        let ch = self.clone();
+        crate::Interrupter::new(move || ch.interrupt())
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +458,7 @@ mod tests {
             fd: OwnedFd::from(ours),
             path: PathBuf::from("socketpair"),
             wake,
+            interrupted: AtomicBool::new(false),
             rx: Mutex::new(Rx {
                 buf: vec![0; READ_PORTS],
                 ..Rx::default()

@@ -72,7 +72,9 @@ queues=$(xenstore-read $fe/multi-queue-num-queues 2>/dev/null || echo 1)
 check "Linux netfront (2 vCPUs) runs $queues queues (xennet offers $offer)" \
   test "$queues" = "$(( offer < 2 ? offer : 2 ))"
 check "dom0 pings Linux netfront" ping_wait $guest 90
-check "200 pings from dom0, none lost" pings 200
+ping -q -c 200 -i 0.05 -W 10 $guest > /tmp/ping200-$name 2>&1
+check "200 pings from dom0, none lost ($(grep -o 'round-trip.*' /tmp/ping200-$name))" \
+  grep -q ' 0% packet loss' /tmp/ping200-$name
 
 # 16 MiB each way over TCP, checked with sha256.
 check "the domU made its 16 MiB blob" domu_wait $name "blob sha256 " 120

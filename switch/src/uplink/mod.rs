@@ -33,6 +33,12 @@ pub trait Endpoint: Any + Send {
     /// the caller's business).
     fn poll_at(&mut self, now: Instant) -> Option<Instant>;
 
+    /// A descriptor that becomes readable when [`poll`](Self::poll) has frames to
+    /// read (a TAP device), for the caller to wake on; `None` if only timers drive it.
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+
     /// For downcasting to the concrete endpoint (tests, CLI status).
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
