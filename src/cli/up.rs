@@ -26,6 +26,12 @@ pub(crate) struct UpArgs {
     /// serving the vifs `xl` creates; `--dir` is not used).
     #[arg(long, default_value = "shm", value_parser = ["shm", "xenlinux"])]
     platform: String,
+    /// What a vif is in the driver domain: `switch` (a port on xennet's bridge,
+    /// router or NAT) or `tap` (a kernel TAP device named as the vif, `vifD.N`, for
+    /// the driver domain's own bridge, routes or NAT; the toolstack's hotplug script
+    /// sets it up). `tap` needs CAP_NET_ADMIN; with `--platform xenlinux` only, so far.
+    #[arg(long, default_value = "switch", value_parser = ["switch", "tap"])]
+    vifs: String,
 }
 
 pub(crate) fn cli_up(a: UpArgs) -> ExitCode {
@@ -53,6 +59,14 @@ pub(crate) fn cli_up(a: UpArgs) -> ExitCode {
     opts.uplink = uplink;
     opts.captures = captures;
     opts.max_queues = usize::from(a.max_queues);
+    opts.kernel_vifs = a.vifs == "tap";
+    if opts.kernel_vifs && a.platform != "xenlinux" {
+        eprintln!(
+            "xennet up: --vifs tap is implemented with --platform xenlinux only so far \
+             (on shm the vifs are switch ports)"
+        );
+        return ExitCode::from(2);
+    }
     if let Some(file) = &a.config {
         match xennet_switch::config::Topology::load(file) {
             Ok(t) => opts.topology = Some(t),

@@ -111,6 +111,13 @@ impl DriverDomain {
 
     /// Removes a port with its endpoint and captures.
     pub fn remove_port(&mut self, port: PortId) {
+        // A wired port goes with its other end (Fabric::remove_port): so do that
+        // end's endpoint and captures.
+        if let Some(peer) = self.fabric.wired_to(port) {
+            self.endpoints.remove(&peer);
+            self.captures.detach_port(peer);
+            self.pending.retain(|(p, _)| *p != peer);
+        }
         self.endpoints.remove(&port);
         self.captures.detach_port(port);
         self.pending.retain(|(p, _)| *p != port);

@@ -1,5 +1,7 @@
 //! The fabric: a port table plus the engine of the configured mode.
 
+use std::collections::BTreeMap;
+
 use smoltcp::time::Instant;
 
 use super::bridge::{Bridge, BridgeConfig};
@@ -57,6 +59,8 @@ pub struct Fabric {
     engine: Engine,
     next_id: u32,
     max_ports: usize,
+    /// Ports joined point to point, outside the bridge or router (both directions).
+    wires: BTreeMap<PortId, PortId>,
 }
 
 impl Fabric {
@@ -79,6 +83,7 @@ impl Fabric {
             engine,
             next_id: 1,
             max_ports: Self::DEFAULT_MAX_PORTS,
+            wires: BTreeMap::new(),
         })
     }
 
@@ -129,8 +134,65 @@ impl Fabric {
         Ok(id)
     }
 
-    /// Removes a port; its learned MACs, routes and queued packets go with it.
+    /// Adds a vif port and a [`PortKind::Kernel`] port joined by a wire: every frame
+    /// entering one leaves by the other, unchanged and counted, and neither takes part
+    /// in bridging or routing (the kernel device behind the second does that, with
+    /// its own bridge, routes or NAT). The pair shares the vif's name (the kernel
+    /// device is named as the vif); [`Fabric::port_id`] finds the vif port.
+    pub fn add_wire(
+        &mut self,
+        name: impl Into<String>,
+        vif: PortKind,
+        cfg: PortConfig,
+    ) -> Result<(PortId, PortId), FabricError> {
+        let name = name.into();
+        if !valid_name(&name) {
+            return Err(FabricError::BadName(name));
+        }
+        if self.ports.iter().any(|(_, p)| p.name == name) {
+            return Err(FabricError::DuplicateName(name));
+        }
+        if self.ports.len() + 2 > self.max_ports {
+            return Err(FabricError::TooManyPorts(self.max_ports));
+        }
+        let mut ids = [PortId(0); 2];
+        for (i, (kind, cfg)) in [(vif, cfg), (PortKind::Kernel, PortConfig::default())]
+            .into_iter()
+            .enumerate()
+        {
+            ids[i] = PortId(self.next_id);
+            self.next_id = self.next_id.wrapping_add(1).max(1);
+            self.ports.insert(
+                ids[i],
+                Port {
+                    name: name.clone(),
+                    kind,
+                    cfg,
+                    counters: PortCounters::default(),
+                },
+            );
+        }
+        self.wires.insert(ids[0], ids[1]);
+        self.wires.insert(ids[1], ids[0]);
+        tracing::info!(port = %name, "wired port pair added");
+        Ok((ids[0], ids[1]))
+    }
+
+    /// The port wired to `id`, if `id` is one end of a wire.
+    pub fn wired_to(&self, id: PortId) -> Option<PortId> {
+        self.wires.get(&id).copied()
+    }
+
+    /// Removes a port; its learned MACs, routes and queued packets go with it. A
+    /// wired port takes the other end of its wire with it.
     pub fn remove_port(&mut self, id: PortId) -> Option<Port> {
+        if let Some(peer) = self.wires.remove(&id) {
+            self.wires.remove(&peer);
+            self.ports.remove(peer);
+            let port = self.ports.remove(id)?;
+            tracing::info!(port = %port.name, "wired port pair removed");
+            return Some(port);
+        }
         let port = self.ports.remove(id)?;
         match &mut self.engine {
             Engine::Bridge(b) => b.port_removed(id),
@@ -201,6 +263,14 @@ impl Fabric {
         };
         c.rx_packets += 1;
         c.rx_bytes += frame.len() as u64;
+        if let Some(&peer) = self.wires.get(&ingress) {
+            return if self.ports.deliver(out, peer, frame) {
+                Disposition::Forwarded
+            } else {
+                self.ports.count_drop(ingress, DropReason::NoEgress);
+                Disposition::Dropped(DropReason::NoEgress)
+            };
+        }
         let disp = match &mut self.engine {
             Engine::Bridge(b) => b.input(&mut self.ports, now, ingress, frame, out),
             Engine::Router(r) => r.input(&mut self.ports, now, ingress, frame, out),

@@ -31,6 +31,9 @@ pub enum PortKind {
     Local,
     /// The physical uplink (`peth0`).
     Uplink,
+    /// A kernel network device (a TAP named as the vif) wired to a vif's port
+    /// ([`Fabric::add_wire`](crate::Fabric::add_wire)): `xennet up --vifs tap`.
+    Kernel,
 }
 
 impl PortKind {
@@ -40,6 +43,7 @@ impl PortKind {
             PortKind::Vif { domid, devid } => format!("vif{domid}.{devid}"),
             PortKind::Local => "vif0.0".to_string(),
             PortKind::Uplink => "peth0".to_string(),
+            PortKind::Kernel => "vif".to_string(),
         }
     }
 }

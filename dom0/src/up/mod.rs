@@ -70,6 +70,10 @@ pub struct UpOptions {
     /// Run XenStore as `<exe> xenstored` in a supervised child process (started
     /// again on its journal when it dies); `None`: inside this process.
     pub xenstored_exe: Option<PathBuf>,
+    /// `--vifs tap`: every vif is a kernel TAP device named as the vif, wired to it,
+    /// for the driver domain's own bridge, routes or NAT (Xen's hotplug scripts);
+    /// else (`switch`) a port on xennet's switch.
+    pub kernel_vifs: bool,
 }
 
 impl UpOptions {
@@ -84,6 +88,7 @@ impl UpOptions {
             max_queues: 4,
             topology: None,
             xenstored_exe: None,
+            kernel_vifs: false,
         }
     }
 

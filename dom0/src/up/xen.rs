@@ -45,6 +45,7 @@ use xennet_netback::vif::VifCounters;
 use xennet_netback::xenbus::{probe, BackendDevice};
 use xennet_netfront::xenbus::parse_mac;
 use xennet_switch::capture::PcapSink;
+use xennet_switch::uplink::tap::TapDevice;
 use xennet_switch::wire::{Ipv4Address, MacAddr};
 use xennet_switch::{Mode, PortConfig, PortId, PortKind};
 use xennet_xenstore::xenbus::{read_state, write_state};
@@ -224,6 +225,7 @@ pub struct Attached {
 
 /// Adds a port per connecting vif and removes it when the vif goes.
 struct Attacher<'a, P: DriverPlatform> {
+    kernel_vifs: bool,
     plane: &'a mut Plane<P>,
     pending_captures: &'a mut Vec<(String, PathBuf)>,
     events: &'a mut Vec<VifEvent>,
@@ -254,12 +256,25 @@ impl<P: DriverPlatform> Attacher<'_, P> {
             domid: fe,
             devid: d.devid as u16,
         };
-        let port = self
-            .plane
-            .dd
-            .fabric_mut()
-            .add_port(spec.name.clone(), kind, cfg)
-            .map_err(|e| format!("switch port {}: {e}", spec.name))?;
+        let port = if self.kernel_vifs {
+            // The kernel device made at probe time, wired to the vif's port.
+            let tap = TapDevice::open(&spec.name)
+                .map_err(|e| format!("kernel vif {}: {e}", spec.name))?;
+            let (port, dev) = self
+                .plane
+                .dd
+                .fabric_mut()
+                .add_wire(spec.name.clone(), kind, cfg)
+                .map_err(|e| format!("switch port {}: {e}", spec.name))?;
+            self.plane.dd.attach(dev, Box::new(tap));
+            port
+        } else {
+            self.plane
+                .dd
+                .fabric_mut()
+                .add_port(spec.name.clone(), kind, cfg)
+                .map_err(|e| format!("switch port {}: {e}", spec.name))?
+        };
         let (vif, ports) = match self.plane.side.connect(d, &params) {
             Ok(c) => c,
             Err(e) => {
@@ -359,6 +374,12 @@ pub struct XenBackend<P: DriverPlatform> {
     events: Vec<VifEvent>,
     last_sweep: Instant,
     look_again: bool,
+    /// `--vifs tap`: each vif is a kernel TAP device wired to it.
+    kernel_vifs: bool,
+    /// The persistent TAP of each device probed with `--vifs tap`, by name: made
+    /// before the backend goes InitWait (the toolstack's hotplug script, run then,
+    /// puts it on a bridge), removed with the device's directory.
+    taps: BTreeMap<(u16, u32), String>,
 }
 
 fn fe_token(key: (u16, u32)) -> String {
@@ -392,7 +413,51 @@ impl<P: DriverPlatform> XenBackend<P> {
             events: Vec::new(),
             last_sweep: Instant::now(),
             look_again: true,
+            kernel_vifs: false,
+            taps: BTreeMap::new(),
         })
+    }
+
+    /// Serve each vif as a kernel network device (`xennet up --vifs tap`): a TAP
+    /// named as the vif (`vifname`, else `vif<domid>.<devid>`), created when the
+    /// device is probed and wired to the vif's port, instead of a port on the
+    /// switch. The toolstack's hotplug script (`vif-bridge`, `vif-route`, ...) then
+    /// does with it what it does with a Linux netback vif.
+    pub fn with_kernel_vifs(mut self) -> Self {
+        self.kernel_vifs = true;
+        self
+    }
+
+    /// Creates device `key`'s persistent TAP (named by its `vifname` node or as Xen
+    /// names vifs) if it has none yet.
+    fn ensure_tap(&mut self, key: (u16, u32), path: &str) {
+        if !self.kernel_vifs || self.taps.contains_key(&key) {
+            return;
+        }
+        let name = match self.xs.try_read_string(&format!("{path}/vifname")) {
+            Ok(Some(n)) if !n.is_empty() => n,
+            _ => default_port_name(key.0, key.1),
+        };
+        match TapDevice::open(&name).and_then(|t| t.set_persist(true)) {
+            Ok(()) => {
+                tracing::info!(vif = %name, "kernel vif created");
+                self.taps.insert(key, name);
+            }
+            Err(e) => {
+                tracing::warn!(device = %path, "kernel vif {name}: {e}");
+                let _ = self.xs.write(&format!("{path}/error"), format!("kernel vif {name}: {e}"));
+            }
+        }
+    }
+
+    /// Removes device `key`'s TAP (the vif detached first: its descriptor is closed).
+    fn remove_tap(&mut self, key: (u16, u32)) {
+        if let Some(name) = self.taps.remove(&key) {
+            match TapDevice::open(&name).and_then(|t| t.set_persist(false)) {
+                Ok(()) => tracing::info!(vif = %name, "kernel vif removed"),
+                Err(e) => tracing::warn!("kernel vif {name}: cannot remove it: {e}"),
+            }
+        }
     }
 
     /// The XenStore connection.
@@ -537,10 +602,20 @@ impl<P: DriverPlatform> XenBackend<P> {
                 self.attacher().detach(h);
             }
         }
+        let gone_taps: Vec<(u16, u32)> = self
+            .taps
+            .keys()
+            .filter(|k| !seen.contains(k))
+            .copied()
+            .collect();
+        for key in gone_taps {
+            self.remove_tap(key);
+        }
     }
 
     fn attacher(&mut self) -> Attacher<'_, P> {
         Attacher {
+            kernel_vifs: self.kernel_vifs,
             plane: &mut self.plane,
             pending_captures: &mut self.pending_captures,
             events: &mut self.events,
@@ -578,6 +653,7 @@ impl<P: DriverPlatform> XenBackend<P> {
             match probe(&self.xs, path, self.max_queues) {
                 Ok(d) => {
                     tracing::info!(device = %path, "taking over a device in InitWait");
+                    self.ensure_tap(key, path);
                     self.hold.insert(key, now + INITWAIT_HOLD);
                     state = Some(Device::Probed(d));
                 }
@@ -596,6 +672,11 @@ impl<P: DriverPlatform> XenBackend<P> {
             self.hold.remove(&key);
         }
         let was_new = state.is_none();
+        if was_new
+            && read_state(&self.xs, &format!("{path}/state")).ok() == Some(XenbusState::Initialising)
+        {
+            self.ensure_tap(key, path);
+        }
         let max_queues = self.max_queues;
         let xs = self.xs.clone();
         let next = be_up::step(&xs, path, state, max_queues, &mut self.attacher());
@@ -630,6 +711,10 @@ impl<P: DriverPlatform> XenBackend<P> {
             self.unwatch_frontend(key);
         }
         self.hold.clear();
+        let keys: Vec<(u16, u32)> = self.taps.keys().copied().collect();
+        for key in keys {
+            self.remove_tap(key);
+        }
         let _ = self.plane.dd.captures_mut().flush();
     }
 }
@@ -656,7 +741,7 @@ pub fn run_xenlinux(
     let side = XenLinuxSide::open(XEN_LOCAL_PAGES).map_err(setup("xen devices"))?;
     let xs = XsClient::open_xen().map_err(setup("xenstore"))?;
     let (dd, pending) = build_switch(opts, &topo)?;
-    let mut backend = XenBackend::new(
+    let backend = XenBackend::new(
         xs,
         Box::new(XsClient::open_xen),
         Plane::new(side, dd),
@@ -665,6 +750,11 @@ pub fn run_xenlinux(
         pending,
     )
     .map_err(setup("xenstore watch"))?;
+    let mut backend = if opts.kernel_vifs {
+        backend.with_kernel_vifs()
+    } else {
+        backend
+    };
     ready();
     backend.run(stop, on_event);
     Ok(())

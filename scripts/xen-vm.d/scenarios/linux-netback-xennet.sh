@@ -5,6 +5,7 @@
 # sends its TCP frames csum_blank and, as xennet offers feature-gso-tcpv4, as 64 KiB GSO
 # frames: netback finishes both before the switch (docs/drivers.md).
 # The domU part is ../domu/linux-netback-xennet.sh.
+# xenvm-timeout: 480 (32 MiB over TCP under TCG: 2-3 minutes when the host is busy)
 . /host/lib.sh
 PAIR="Linux xen-netfront <-> xennet netback"
 name=linux-netback-xennet

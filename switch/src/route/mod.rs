@@ -259,6 +259,8 @@ impl Router {
                 );
                 self.add_host_routes(id, &port.cfg.ips);
             }
+            // Wired to a vif (Fabric::add_wire), never added to the router.
+            (PortKind::Kernel, _) => return Ok(()),
         }
         tracing::debug!(port = %port.name, iface = ?self.ifaces.get(&id), "router interface up");
         Ok(())

@@ -35,6 +35,14 @@ pub enum TapError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// TUNSETPERSIST failed.
+    #[error("TUNSETPERSIST {name}: {source}")]
+    Persist {
+        /// The device name.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The name is not a valid interface name.
     #[error("bad TAP name {0:?}: 1-15 characters")]
     BadName(String),
@@ -95,6 +103,28 @@ impl TapDevice {
             tx_frames: 0,
             tx_errors: 0,
         })
+    }
+
+    /// Makes the device outlive this descriptor (`persist`: it stays, down, until
+    /// made non-persistent and closed: how a kernel vif lasts from the backend's
+    /// probe to the device's removal across connections), or not.
+    pub fn set_persist(&self, persist: bool) -> Result<(), TapError> {
+        // SAFETY: `file` is an open TAP descriptor; TUNSETPERSIST takes its argument
+        // by value (an int flag), no memory is passed.
+        let rc = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                libc::TUNSETPERSIST,
+                libc::c_ulong::from(persist),
+            )
+        };
+        if rc < 0 {
+            return Err(TapError::Persist {
+                name: self.name.clone(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
     }
 
     /// The device name.
