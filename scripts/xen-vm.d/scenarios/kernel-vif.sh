@@ -27,8 +27,8 @@ if ! check "backend state 4 (Connected)" xs_wait $be/state 4 90; then
   sed "s/^/  up| /" $log >&2; kill $up; domu_destroy $name; exit 1
 fi
 check "the kernel vif $vif exists" ip link show $vif
-check "vif-bridge put $vif on xenbr0 (brctl show)" \
-  sh -c "brctl show xenbr0 | grep -qw $vif"
+check "vif-bridge put $vif on xenbr0 ($(ls /sys/class/net/xenbr0/brif | tr '\n' ' '))" \
+  test -e /sys/class/net/xenbr0/brif/$vif
 check "hotplug-status connected" xs_is $be/hotplug-status connected
 check "dom0 pings Linux netfront through $vif" ping_wait $guest 90
 check "100 pings from dom0, none lost" \
