@@ -445,7 +445,9 @@ impl<P: DriverPlatform> XenBackend<P> {
             }
             Err(e) => {
                 tracing::warn!(device = %path, "kernel vif {name}: {e}");
-                let _ = self.xs.write(&format!("{path}/error"), format!("kernel vif {name}: {e}"));
+                let _ = self
+                    .xs
+                    .write(&format!("{path}/error"), format!("kernel vif {name}: {e}"));
             }
         }
     }
@@ -673,7 +675,8 @@ impl<P: DriverPlatform> XenBackend<P> {
         }
         let was_new = state.is_none();
         if was_new
-            && read_state(&self.xs, &format!("{path}/state")).ok() == Some(XenbusState::Initialising)
+            && read_state(&self.xs, &format!("{path}/state")).ok()
+                == Some(XenbusState::Initialising)
         {
             self.ensure_tap(key, path);
         }
