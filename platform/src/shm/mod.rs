@@ -4,7 +4,9 @@
 //!   runtime directory (or anonymous memory for threads); the granting side
 //!   ([`xennet_ring::GrantAccess`]) and the domain's memory ([`xennet_ring::LocalMemory`]).
 //! - [`GrantOps`] with [`PeerDomain`]s: the using side, grant copy and grant map with
-//!   Xen's status codes and in-use flags (the hypervisor's job, done by the user).
+//!   Xen's status codes and in-use flags (the hypervisor's job, done by the user). A
+//!   peer is mapped only as far as a role needs ([`PeerAccess`]), its files' sizes
+//!   checked first, and guarded against it truncating them (`guard.rs`).
 //! - [`EventChannels`]: event channels with coalescing pending bits and a futex doorbell.
 //!
 //! The byte layout of every file is in docs/shm-layout.md.
