@@ -80,6 +80,26 @@ fn peer_process() {
                 format!("{}", p.faulted())
             }
             "replaced" => format!("{}", pages_replaced()),
+            "cut-own" => {
+                // Our own file is not a peer's: touching it past its end must still
+                // kill us (the guard takes only faults in peers' mappings).
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: setrlimit reads the struct passed; no core file is left behind.
+                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+                let path = rt.domain_dir(DOM0).join("memory");
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
+                let mut b = [0u8; 1];
+                dom.read(local, 0, &mut b).unwrap();
+                format!("survived {b:?}")
+            }
             _ => "?".to_string(),
         };
         println!("{reply}");
@@ -241,4 +261,21 @@ fn a_guest_truncating_its_memory_under_a_grant_copy_breaks_only_itself() {
     drop(dom0);
     // Guest 1's own mapping is dropped without touching its pages.
     drop(g1);
+}
+
+#[test]
+fn a_fault_outside_any_peers_mapping_still_ends_the_process() {
+    if is_child() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let dir = Dir::new("iso-own");
+    let rt = RuntimeDir::new(&dir.0).unwrap();
+    let (_g1, r1) = guest(&rt, 1, 0xa1);
+    let (mut dom0, _) = start("grants", &dir);
+    // The guard is installed once a peer is mapped.
+    assert_eq!(dom0.say("open 1"), "ok");
+    assert_eq!(dom0.say(&format!("copy 1 {}", r1.0)), "Okay a1a1");
+    assert_eq!(dom0.ask("cut-own"), None, "the process went on");
+    assert_eq!(dom0.exit_status().signal(), Some(libc::SIGBUS));
 }
