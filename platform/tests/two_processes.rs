@@ -10,12 +10,15 @@
 //! (Not part of the loom run: it is about processes, not interleavings.)
 #![cfg(not(loom))]
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod support;
 
-use xennet_platform::shm::{Domain, EventChannels, GrantOps, PeerDomain, RuntimeDir};
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{Dir, Peer};
+
+use xennet_platform::shm::{Domain, EventChannels, GrantOps, PeerAccess, PeerDomain, RuntimeDir};
 use xennet_ring::grant::{GnttabCopy, GnttabCopyPtr};
 use xennet_ring::{
     DomId, FrameAlloc, GrantAccess, GrantCopy, GrantMap, GrantRef, GrantStatus, LocalMemory,
@@ -83,50 +86,6 @@ fn peer_process() {
     let _ = grants;
 }
 
-struct Peer {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    /// Dropping it stops the watchdog.
-    _watchdog: std::sync::mpsc::Sender<()>,
-}
-
-impl Peer {
-    fn say(&mut self, cmd: &str) -> String {
-        writeln!(self.stdin, "{cmd}").unwrap();
-        self.stdin.flush().unwrap();
-        self.line()
-    }
-
-    /// The next line; `None` at end of output.
-    fn next_line(&mut self) -> Option<String> {
-        let mut l = String::new();
-        match self.stdout.read_line(&mut l).unwrap() {
-            0 => None,
-            _ => Some(l.trim().to_string()),
-        }
-    }
-
-    fn line(&mut self) -> String {
-        self.next_line().expect("peer exited")
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Dir(std::path::PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn copy_status(ops: &GrantOps, op: GnttabCopy) -> GrantStatus {
     let mut ops_v = [op];
     ops.grant_copy(&mut ops_v).unwrap();
@@ -138,45 +97,14 @@ fn grants_and_events_across_two_processes() {
     if std::env::var(PEER_ENV).is_ok() {
         return;
     }
-    let dir = Dir(std::env::temp_dir().join(format!("xennet-2p-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = Dir::new("2p");
     let rt = RuntimeDir::new(&dir.0).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "peer_process", "--nocapture", "--test-threads=1"])
-        .env(PEER_ENV, &dir.0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    // Bounded in time: a peer that hangs is killed, and our reads then fail.
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let pid = child.id() as libc::pid_t;
-    std::thread::spawn(move || {
-        if rx.recv_timeout(Duration::from_secs(60))
-            == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-        {
-            // SAFETY: kill(2) with a pid and a signal number has no memory effects.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    });
-    let mut peer = Peer {
-        child,
-        stdin,
-        stdout,
-        _watchdog: tx,
-    };
-    // libtest prints its own lines first (and `test peer_process ... ` without a
-    // newline before the peer's output): find READY in the line.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let ready = loop {
-        let l = peer.next_line().expect("peer exited before it was ready");
-        if let Some(at) = l.find("READY ") {
-            break l[at + 6..].to_string();
-        }
-        assert!(Instant::now() < deadline, "peer never got ready");
-    };
+    let (mut peer, ready) = Peer::start(
+        "peer_process",
+        PEER_ENV,
+        &dir.0.display().to_string(),
+        Duration::from_secs(60),
+    );
     let n: Vec<u32> = ready.split(' ').map(|w| w.parse().unwrap()).collect();
     let (g_rw, g_ro, g_other, g_ended, port) = (
         GrantRef(n[0]),
@@ -189,7 +117,7 @@ fn grants_and_events_across_two_processes() {
     // Domain 1 in this process; the granter is reached only through its files.
     let me = Domain::create(&rt, USER, 16, 16).unwrap();
     let ops = GrantOps::new(&me);
-    ops.add_peer(PeerDomain::open(&rt, GRANTER).unwrap());
+    ops.add_peer(PeerDomain::open(&rt, GRANTER, PeerAccess::Grants).unwrap());
     let local = me.alloc_frame().unwrap();
     let from = |g: GrantRef, off: u16, len: u16| {
         GnttabCopy::from_grant(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use xennet_netback::up::{self as be_up, Attach};
 use xennet_netback::xenbus::BackendDevice;
-use xennet_platform::shm::{PeerDomain, RuntimeDir};
+use xennet_platform::shm::{PeerAccess, PeerDomain, RuntimeDir};
 use xennet_switch::PortId;
 use xennet_xenstore::XsClient;
 
@@ -37,7 +37,7 @@ impl Attach for Attacher<'_> {
         };
         let params = d.read_frontend(xs).map_err(|e| e.to_string())?;
         if self.plane.side.ops.peer(fe).is_none() {
-            let p = PeerDomain::open(self.rt, fe)
+            let p = PeerDomain::open(self.rt, fe, PeerAccess::Grants)
                 .map_err(|e| format!("cannot open domain {}'s memory: {e}", fe.0))?;
             self.plane.side.ops.add_peer(p);
         }

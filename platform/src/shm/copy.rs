@@ -9,7 +9,7 @@ use xennet_ring::{DomId, GrantCopy, GrantMap, GrantRef, MappedPage, PAGE_SIZE};
 
 use super::domain::Domain;
 use super::peer::PeerDomain;
-use super::region::Regions;
+use super::region::{Region, Regions};
 
 /// The "hypervisor" of one domain: performs its grant copies and maps against the
 /// peers it knows. Cheap to clone (shared state).
@@ -95,13 +95,17 @@ impl GrantOps {
                 true,
                 &mut held[1],
             )?;
-            let ok = dst.0.memory.copy_from(
+            let ok = dst.0.copy_from(
                 dst.1 + op.dest.offset as usize,
-                &src.0.memory,
+                &src.0,
                 src.1 + op.source.offset as usize,
                 len,
             );
-            if ok {
+            // A peer that truncated its memory under the copy: the bytes came from
+            // (or went to) a replacement page, not the peer's.
+            if src.0.faulted() || dst.0.faulted() {
+                Err(GrantStatus::GeneralError)
+            } else if ok {
                 Ok(())
             } else {
                 Err(GrantStatus::BadCopyArg)
@@ -116,7 +120,7 @@ impl GrantOps {
         }
     }
 
-    /// Resolve one side of a copy to (regions, byte offset of the page); pins grants.
+    /// Resolve one side of a copy to (memory, byte offset of the page); pins grants.
     fn resolve(
         &self,
         peers: &[Arc<PeerDomain>],
@@ -124,7 +128,7 @@ impl GrantOps {
         ptr: &xennet_ring::grant::GnttabCopyPtr,
         write: bool,
         held: &mut Option<(Arc<PeerDomain>, GrantRef)>,
-    ) -> Result<(Arc<Regions>, usize), GrantStatus> {
+    ) -> Result<(Arc<Region>, usize), GrantStatus> {
         if !is_gref {
             if ptr.domid != DomId::SELF.0 && ptr.domid != self.me.0 {
                 return Err(GrantStatus::PermissionDenied);
@@ -133,7 +137,7 @@ impl GrantOps {
                 .local
                 .frame_offset(ptr.u, 0, PAGE_SIZE)
                 .ok_or(GrantStatus::BadCopyArg)?;
-            return Ok((self.local.clone(), at));
+            return Ok((self.local.memory.clone(), at));
         }
         let peer = peers
             .iter()
@@ -142,9 +146,12 @@ impl GrantOps {
             .ok_or(GrantStatus::BadDomain)?;
         let gref = GrantRef(u32::try_from(ptr.u).map_err(|_| GrantStatus::BadGntref)?);
         let at = peer.pin(self.me, gref, write)?;
-        let regions = peer.regions.clone();
+        let Some(memory) = peer.memory.clone() else {
+            peer.unpin(gref);
+            return Err(GrantStatus::BadDomain);
+        };
         *held = Some((peer, gref));
-        Ok((regions, at))
+        Ok((memory, at))
     }
 }
 
@@ -203,15 +210,19 @@ impl GrantOps {
             Ok(at) => at,
             Err(s) => return s,
         };
+        let Some(peer_mem) = b.peer.memory.as_deref() else {
+            b.peer.unpin_with(&mut b.pins, gref);
+            return GrantStatus::BadDomain;
+        };
         let ok = if src_gref {
             self.local.memory.copy_from(
                 local_at + op.dest.offset as usize,
-                &b.peer.regions.memory,
+                peer_mem,
                 peer_at + op.source.offset as usize,
                 len,
             )
         } else {
-            b.peer.regions.memory.copy_from(
+            peer_mem.copy_from(
                 peer_at + op.dest.offset as usize,
                 &self.local.memory,
                 local_at + op.source.offset as usize,
@@ -219,7 +230,10 @@ impl GrantOps {
             )
         };
         b.peer.unpin_with(&mut b.pins, gref);
-        if ok {
+        if peer_mem.faulted() {
+            // The peer truncated its memory under the copy (see guard.rs).
+            GrantStatus::GeneralError
+        } else if ok {
             GrantStatus::Okay
         } else {
             GrantStatus::BadCopyArg
@@ -282,7 +296,7 @@ impl GrantMap for GrantOps {
     fn map(&self, domid: DomId, gref: GrantRef, readonly: bool) -> Result<Mapping, GrantStatus> {
         let peer = self.peer(domid).ok_or(GrantStatus::BadDomain)?;
         let at = peer.pin(self.me, gref, !readonly)?;
-        let ptr = match peer.regions.memory.ptr(at, PAGE_SIZE) {
+        let ptr = match peer.memory.as_ref().and_then(|m| m.ptr(at, PAGE_SIZE)) {
             Some(p) => p,
             None => {
                 peer.unpin(gref);

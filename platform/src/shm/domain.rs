@@ -93,12 +93,15 @@ impl Domain {
         let build = || -> Result<Regions, ShmError> {
             Ok(Regions {
                 domid,
-                memory: Region::create(&dir.join("memory"), pages as usize * PAGE_SIZE)?,
-                gnttab: Region::create(
+                memory: Arc::new(Region::create(
+                    &dir.join("memory"),
+                    pages as usize * PAGE_SIZE,
+                )?),
+                gnttab: Arc::new(Region::create(
                     &dir.join("gnttab"),
                     grant_entries as usize * GRANT_ENTRY_BYTES,
-                )?,
-                evtchn: Region::create(&dir.join("evtchn"), EVTCHN_BYTES)?,
+                )?),
+                evtchn: Arc::new(Region::create(&dir.join("evtchn"), EVTCHN_BYTES)?),
             })
         };
         let regions = match build() {
@@ -120,9 +123,11 @@ impl Domain {
         check_sizes(pages, grant_entries)?;
         let regions = Regions {
             domid,
-            memory: Region::anonymous(pages as usize * PAGE_SIZE)?,
-            gnttab: Region::anonymous(grant_entries as usize * GRANT_ENTRY_BYTES)?,
-            evtchn: Region::anonymous(EVTCHN_BYTES)?,
+            memory: Arc::new(Region::anonymous(pages as usize * PAGE_SIZE)?),
+            gnttab: Arc::new(Region::anonymous(
+                grant_entries as usize * GRANT_ENTRY_BYTES,
+            )?),
+            evtchn: Arc::new(Region::anonymous(EVTCHN_BYTES)?),
         };
         Ok(Self::from_regions(regions, None))
     }

@@ -24,6 +24,21 @@ pub enum ShmError {
     /// A file has the wrong size or magic.
     #[error("{0}: not a valid xennet domain file")]
     BadFile(PathBuf),
+    /// Another domain's file is larger or smaller than the platform accepts (checked
+    /// before it is mapped).
+    #[error("{path}: {size} bytes; a domain's file here must be {limit}")]
+    PeerFileSize {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// What it may be.
+        limit: &'static str,
+    },
+    /// Another domain's file could not be guarded against truncation (the SIGBUS
+    /// handler is missing or every guard slot is in use), so it is not mapped.
+    #[error("{0}: cannot guard the mapping against truncation; not mapped")]
+    Unguarded(PathBuf),
     /// Sizes out of range.
     #[error("invalid size: {0}")]
     BadSize(&'static str),

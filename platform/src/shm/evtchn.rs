@@ -18,9 +18,9 @@ use xennet_ring::{DomId, Notify, Port};
 
 use super::domain::Domain;
 use super::error::ShmError;
-use super::peer::PeerDomain;
+use super::peer::{PeerAccess, PeerDomain};
 use super::pending::{self, Word};
-use super::region::{Regions, EVTCHN_BYTES};
+use super::region::{Region, EVTCHN_BYTES};
 use super::runtime::RuntimeDir;
 
 /// Byte offset of the first port record; records are 16 bytes.
@@ -55,31 +55,31 @@ struct PortRec<'a> {
 /// domain's own wake-up, raised by [`EventChannels::interrupt`] (docs/shm-layout.md).
 const OFF_INTERRUPT: usize = PORTS_OFFSET + 12;
 
-fn word(r: &Regions, off: usize) -> &std::sync::atomic::AtomicU32 {
+fn word(page: &Region, off: usize) -> &std::sync::atomic::AtomicU32 {
     // The offsets used are constants inside the 4096-byte page, checked at open.
-    r.evtchn
-        .atomic_u32(off)
+    page.atomic_u32(off)
         .unwrap_or_else(|| unreachable!("event page offsets are in bounds"))
 }
 
-fn port_rec(r: &Regions, port: Port) -> Option<PortRec<'_>> {
+fn port_rec(page: &Region, port: Port) -> Option<PortRec<'_>> {
     if port.0 == 0 || port.0 >= MAX_PORTS {
         return None;
     }
     let base = PORTS_OFFSET + port.0 as usize * 16;
     Some(PortRec {
-        state: r.evtchn.atomic_u32(base)?,
-        remote_dom: r.evtchn.atomic_u32(base + 4)?,
-        remote_port: r.evtchn.atomic_u32(base + 8)?,
-        bits: r.evtchn.atomic_u32(base + 12)?,
+        state: page.atomic_u32(base)?,
+        remote_dom: page.atomic_u32(base + 4)?,
+        remote_port: page.atomic_u32(base + 8)?,
+        bits: page.atomic_u32(base + 12)?,
     })
 }
 
-/// A domain's event channels.
+/// A domain's event channels. Of a peer in another process only its event page is
+/// mapped ([`PeerAccess::Events`]).
 pub struct EventChannels {
     me: DomId,
-    own: Arc<Regions>,
-    peers: RwLock<Vec<Arc<Regions>>>,
+    own: Arc<Region>,
+    peers: RwLock<Vec<(DomId, Arc<Region>)>>,
     rt: Option<RuntimeDir>,
 }
 
@@ -87,7 +87,7 @@ impl EventChannels {
     /// The event channels of `domain`. With `rt`, peers in other processes are found
     /// through their files in the runtime directory.
     pub fn new(domain: &Domain, rt: Option<RuntimeDir>) -> Arc<EventChannels> {
-        let own = domain.regions().clone();
+        let own = domain.regions().evtchn.clone();
         word(&own, OFF_MAGIC).store(MAGIC, std::sync::atomic::Ordering::Relaxed);
         Arc::new(EventChannels {
             me: domain.domid(),
@@ -98,21 +98,25 @@ impl EventChannels {
     }
 
     /// Make a peer's event page reachable (domains of this process, or already open).
+    /// A peer opened without its event page is ignored.
     pub fn add_peer(&self, peer: &PeerDomain) {
+        let Some(page) = peer.evtchn() else {
+            return;
+        };
         if let Ok(mut p) = self.peers.write() {
-            p.retain(|r| r.domid != peer.domid());
-            p.push(peer.regions().clone());
+            p.retain(|(d, _)| *d != peer.domid());
+            p.push((peer.domid(), page.clone()));
         }
     }
 
     /// Forget a peer.
     pub fn remove_peer(&self, domid: DomId) {
         if let Ok(mut p) = self.peers.write() {
-            p.retain(|r| r.domid != domid);
+            p.retain(|(d, _)| *d != domid);
         }
     }
 
-    fn peer(&self, domid: DomId) -> Result<Arc<Regions>, ShmError> {
+    fn peer(&self, domid: DomId) -> Result<Arc<Region>, ShmError> {
         if domid == self.me {
             return Ok(self.own.clone());
         }
@@ -120,14 +124,14 @@ impl EventChannels {
             .peers
             .read()
             .ok()
-            .and_then(|p| p.iter().find(|r| r.domid == domid).cloned())
+            .and_then(|p| p.iter().find(|(d, _)| *d == domid).map(|(_, r)| r.clone()))
         {
             return Ok(r);
         }
         let rt = self.rt.as_ref().ok_or(ShmError::NoSuchDomain(domid))?;
-        let peer = PeerDomain::open(rt, domid)?;
+        let peer = PeerDomain::open(rt, domid, PeerAccess::Events)?;
         self.add_peer(&peer);
-        Ok(peer.regions().clone())
+        peer.evtchn().cloned().ok_or(ShmError::NoSuchDomain(domid))
     }
 
     /// This domain's id.
@@ -341,7 +345,7 @@ impl EventChannels {
 
 const SEQ: std::sync::atomic::Ordering = std::sync::atomic::Ordering::SeqCst;
 
-fn raise_on(peer: &Regions, rrec: &PortRec<'_>) {
+fn raise_on(peer: &Region, rrec: &PortRec<'_>) {
     let doorbell = word(peer, OFF_DOORBELL);
     if pending::raise(
         rrec.bits,

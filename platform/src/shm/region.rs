@@ -7,17 +7,33 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, AtomicU32};
+use std::sync::Arc;
 
 use xennet_ring::{DomId, GrantRef, PAGE_SIZE};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use super::error::ShmError;
+use super::guard::Guard;
+
+/// What another domain's file may be before it is mapped: a whole number of `unit`s,
+/// `min..=max` bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileLimit {
+    pub(crate) unit: usize,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    /// How the limit reads in an error ("1..=1048576 pages of 4096 bytes").
+    pub(crate) text: &'static str,
+}
 
 /// A mapped file (or anonymous memory) of `len` bytes, shared with other mappings of
 /// the same file, in this process or others.
 #[derive(Debug)]
 pub struct Region {
+    /// For another domain's file: the SIGBUS guard (declared before `map`, so it is
+    /// unregistered before the unmap).
+    guard: Option<Guard>,
     map: MmapRaw,
     len: usize,
     path: Option<PathBuf>,
@@ -38,18 +54,37 @@ impl Region {
         Self::map(&file, path, len)
     }
 
-    /// Map an existing file; its size must be exactly `len` if given.
-    pub fn open(path: &Path, len: Option<usize>) -> Result<Region, ShmError> {
+    /// Map another domain's existing file, read-write: a regular file (not followed
+    /// through a symbolic link) whose size is checked against `limit` before anything
+    /// is mapped, and guarded so that the owner truncating it cannot kill this
+    /// process (see `guard.rs`).
+    pub(crate) fn open_peer(path: &Path, limit: FileLimit) -> Result<Region, ShmError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| ShmError::io(path, e))?;
-        let size = file.metadata().map_err(|e| ShmError::io(path, e))?.len() as usize;
-        if len.is_some_and(|l| l != size) || size == 0 {
+        let meta = file.metadata().map_err(|e| ShmError::io(path, e))?;
+        if !meta.file_type().is_file() {
             return Err(ShmError::BadFile(path.to_path_buf()));
         }
-        Self::map(&file, path, size)
+        let size = meta.len();
+        let fits = usize::try_from(size)
+            .ok()
+            .filter(|s| (limit.min..=limit.max).contains(s) && s % limit.unit == 0);
+        let Some(size) = fits else {
+            return Err(ShmError::PeerFileSize {
+                path: path.to_path_buf(),
+                size,
+                limit: limit.text,
+            });
+        };
+        let mut region = Self::map(&file, path, size)?;
+        let guard = Guard::register(region.map.as_ptr(), size)
+            .ok_or_else(|| ShmError::Unguarded(path.to_path_buf()))?;
+        region.guard = Some(guard);
+        Ok(region)
     }
 
     /// Anonymous shared memory (threads of one process).
@@ -60,6 +95,7 @@ impl Region {
             .map_err(|e| ShmError::io("<anonymous>", e))?;
         let map = MmapRaw::from(map);
         Ok(Region {
+            guard: None,
             map,
             len,
             path: None,
@@ -72,6 +108,7 @@ impl Region {
             .map_raw(file)
             .map_err(|e| ShmError::io(path, e))?;
         Ok(Region {
+            guard: None,
             map,
             len,
             path: Some(path.to_path_buf()),
@@ -86,6 +123,13 @@ impl Region {
     /// Whether the region is empty (never, for a valid region).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether this is another domain's file and a page of it was found cut off by a
+    /// truncation (and replaced): the peer is broken, nothing read from the region
+    /// since may be used as its data.
+    pub fn faulted(&self) -> bool {
+        self.guard.as_ref().is_some_and(Guard::faulted)
     }
 
     /// The file backing the region, if any.
@@ -171,41 +215,69 @@ pub struct Regions {
     /// The domain's id.
     pub domid: DomId,
     /// Its memory.
-    pub memory: Region,
+    pub memory: Arc<Region>,
     /// Its grant table.
-    pub gnttab: Region,
+    pub gnttab: Arc<Region>,
     /// Its event-channel page.
-    pub evtchn: Region,
+    pub evtchn: Arc<Region>,
 }
 
 impl Regions {
     /// Pages of memory.
     pub fn pages(&self) -> u32 {
-        (self.memory.len() / PAGE_SIZE) as u32
+        pages(&self.memory)
     }
 
     /// Grant entries.
     pub fn grant_entries(&self) -> u32 {
-        (self.gnttab.len() / GRANT_ENTRY_BYTES) as u32
+        grant_entries(&self.gnttab)
     }
 
     /// The combined flags/domid word of entry `gref`.
     pub(crate) fn grant_word(&self, gref: GrantRef) -> Option<&AtomicU32> {
-        self.gnttab
-            .atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)?)
+        grant_word(&self.gnttab, gref)
     }
 
     /// The frame word of entry `gref`.
     pub(crate) fn grant_frame(&self, gref: GrantRef) -> Option<&AtomicU32> {
-        self.gnttab
-            .atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)? + 4)
+        grant_frame(&self.gnttab, gref)
     }
 
     /// Byte offset of `frame` + `offset`, if inside memory and the page.
     pub(crate) fn frame_offset(&self, frame: u64, offset: usize, len: usize) -> Option<usize> {
-        if frame >= u64::from(self.pages()) || offset.checked_add(len)? > PAGE_SIZE {
-            return None;
-        }
-        Some(frame as usize * PAGE_SIZE + offset)
+        frame_offset(&self.memory, frame, offset, len)
     }
+}
+
+/// Pages in a memory region.
+pub(crate) fn pages(memory: &Region) -> u32 {
+    (memory.len() / PAGE_SIZE) as u32
+}
+
+/// Entries in a grant-table region.
+pub(crate) fn grant_entries(gnttab: &Region) -> u32 {
+    (gnttab.len() / GRANT_ENTRY_BYTES) as u32
+}
+
+/// The combined flags/domid word of entry `gref` of a grant table.
+pub(crate) fn grant_word(gnttab: &Region, gref: GrantRef) -> Option<&AtomicU32> {
+    gnttab.atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)?)
+}
+
+/// The frame word of entry `gref` of a grant table.
+pub(crate) fn grant_frame(gnttab: &Region, gref: GrantRef) -> Option<&AtomicU32> {
+    gnttab.atomic_u32((gref.0 as usize).checked_mul(GRANT_ENTRY_BYTES)? + 4)
+}
+
+/// Byte offset of `frame` + `offset` in a memory region, if inside it and the page.
+pub(crate) fn frame_offset(
+    memory: &Region,
+    frame: u64,
+    offset: usize,
+    len: usize,
+) -> Option<usize> {
+    if frame >= u64::from(pages(memory)) || offset.checked_add(len)? > PAGE_SIZE {
+        return None;
+    }
+    Some(frame as usize * PAGE_SIZE + offset)
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xennet_netback::xenbus as be;
-use xennet_platform::shm::{Domain, PeerDomain, RuntimeDir};
+use xennet_platform::shm::{Domain, PeerAccess, PeerDomain, RuntimeDir};
 use xennet_ring::DomId;
 use xennet_xenstore::{dom0_socket, XenbusState, XsClient};
 
@@ -64,7 +64,8 @@ pub(super) fn connect_backends(
         let params = d
             .read_frontend(xs)
             .map_err(|e| err("frontend nodes")(e.to_string()))?;
-        let peer = PeerDomain::open(rt, d.frontend_id).map_err(|e| err("peer")(e.to_string()))?;
+        let peer = PeerDomain::open(rt, d.frontend_id, PeerAccess::Grants)
+            .map_err(|e| err("peer")(e.to_string()))?;
         side.ops.add_peer(peer);
         let (vif, ports) = d
             .connect(&params, &side.ops, &side.domain, &side.events)
