@@ -17,6 +17,8 @@
 mod client;
 mod error;
 mod events;
+#[cfg(loom)]
+pub mod loom;
 pub mod page;
 mod reader;
 pub mod server;
