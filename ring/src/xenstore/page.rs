@@ -78,6 +78,14 @@ impl Dir {
             Dir::Rsp => XsWord::RspCons,
         }
     }
+
+    /// Byte offset of the ring in the page (`offsetof(req)`, `offsetof(rsp)`).
+    pub const fn offset(self) -> usize {
+        match self {
+            Dir::Req => 0,
+            Dir::Rsp => XENSTORE_RING_SIZE as usize,
+        }
+    }
 }
 
 /// A 32-bit word of the page after the two rings, in layout order.
@@ -98,6 +106,24 @@ pub enum XsWord {
     Connection = 5,
     /// `error` (xenstored).
     Error = 6,
+}
+
+impl XsWord {
+    /// Every word, in layout order.
+    pub const ALL: [XsWord; 7] = [
+        XsWord::ReqCons,
+        XsWord::ReqProd,
+        XsWord::RspCons,
+        XsWord::RspProd,
+        XsWord::ServerFeatures,
+        XsWord::Connection,
+        XsWord::Error,
+    ];
+
+    /// Byte offset of the word in the page: after the two rings, 4 bytes each.
+    pub const fn offset(self) -> usize {
+        2 * XENSTORE_RING_SIZE as usize + 4 * self as usize
+    }
 }
 
 /// The ring page as the protocol code sees it: index words with explicit
@@ -172,11 +198,11 @@ impl XsPage {
     }
 
     fn word(&self, w: XsWord) -> &AtomicU32 {
-        // SAFETY: the words start at byte 2048 and word 6 ends at 2076 =
+        // SAFETY: the words start at byte 2048 and the last ends at 2076 =
         // INTERFACE_SIZE, inside the memory `new`'s caller vouched for; `base` is
         // 4-aligned (checked in `new`) and 2048 + 4 * w keeps it so. The words are only
         // ever accessed atomically, by us and (by the ABI's contract) the peer.
-        unsafe { &*(self.base.as_ptr().add(2048 + 4 * w as usize) as *const AtomicU32) }
+        unsafe { &*(self.base.as_ptr().add(w.offset()) as *const AtomicU32) }
     }
 
     /// The start of `dir`'s ring and the part of a copy of `len` bytes at `offset`
@@ -184,12 +210,8 @@ impl XsPage {
     fn span(&self, dir: Dir, offset: u32, len: usize) -> (*mut u8, usize) {
         let off = mask_xenstore_idx(offset) as usize;
         let len = len.min(XENSTORE_RING_SIZE as usize - off);
-        let ring = match dir {
-            Dir::Req => 0,
-            Dir::Rsp => XENSTORE_RING_SIZE as usize,
-        };
-        // SAFETY: ring + off < 2048 <= INTERFACE_SIZE: inside the page.
-        (unsafe { self.base.as_ptr().add(ring + off) }, len)
+        // SAFETY: dir.offset() + off < 2048 <= INTERFACE_SIZE: inside the page.
+        (unsafe { self.base.as_ptr().add(dir.offset() + off) }, len)
     }
 }
 
