@@ -48,7 +48,7 @@ pub enum XsRingError {
     /// A reply's payload is not what its request calls for (a transaction id that
     /// is not a number).
     Malformed(&'static str),
-    /// More than [`super::client::MAX_MESSAGES_PER_REPLY`] other messages came
+    /// More than [`super::MAX_MESSAGES_PER_REPLY`] other messages came
     /// while waiting for one reply.
     Flooded,
     /// An earlier protocol violation or half-written request ended the connection:

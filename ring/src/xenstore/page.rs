@@ -16,7 +16,7 @@
 //!
 //! The protocol code (`stream`, the client, the server end) is written once over
 //! [`XsRingMemory`]: [`XsPage`] is the real page, and under `cfg(loom)`
-//! `crate::loom::LoomXsPage` a model whose atomics and cells loom checks.
+//! `xenstore::loom::LoomXsPage` a model whose atomics and cells loom checks.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};

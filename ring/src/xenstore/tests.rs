@@ -514,3 +514,57 @@ fn a_misaligned_page_is_refused() {
     let r = unsafe { XsPage::new(ptr) };
     assert!(matches!(r, Err(XsRingError::BadPage)));
 }
+
+#[test]
+fn a_request_cut_off_half_written_breaks_the_connection() {
+    let mut p = page();
+    let mut xs = client(&mut p, |_| {}); // never consumes
+    xs.event().max = 3;
+    let value = [b'v'; 2000];
+    assert_eq!(
+        xs.write(TxId::NONE, "/k", &value),
+        Err(XsRingError::Timeout)
+    );
+    assert!(xs.is_broken(), "half a message is in req[]");
+    assert_eq!(xs.write(TxId::NONE, "/k", b"v"), Err(XsRingError::Broken));
+}
+
+#[test]
+fn wait_watch_event_gives_up_when_the_hook_does() {
+    let mut p = page();
+    let mut xs = client(&mut p, |_| {});
+    xs.event().max = 2;
+    let mut out = [0u8; 32];
+    assert_eq!(xs.wait_watch_event(&mut out), Ok(None));
+    assert_eq!(xs.event().waits, 3);
+}
+
+#[test]
+fn transact_runs_the_body_again_when_the_commit_answers_eagain() {
+    let mut p = page();
+    let mut commits = 0;
+    let mut xs = client(&mut p, move |s| {
+        s.answer(|h, body| match MsgType::from_u32(h.ty) {
+            Some(MsgType::TransactionStart) => msg(h.ty, h.req_id, b"3\0"),
+            Some(MsgType::TransactionEnd) if body == b"T\0" => {
+                commits += 1;
+                if commits == 1 {
+                    msg(MsgType::Error as u32, h.req_id, b"EAGAIN\0")
+                } else {
+                    ok(h, body)
+                }
+            }
+            _ => ok(h, body),
+        })
+    });
+    let mut runs = 0;
+    let r = xs.transact(|xs, tx| {
+        runs += 1;
+        assert_eq!(tx, TxId(3));
+        xs.write(tx, "/k", b"v")
+    });
+    assert_eq!((r, runs), (Ok(()), 2));
+    // A body that fails aborts its transaction and returns its error.
+    let r: Result<(), _> = xs.transact(|_, _| Err(XsRingError::Errno(Errno::EPERM)));
+    assert_eq!(r, Err(XsRingError::Errno(Errno::EPERM)));
+}
