@@ -215,6 +215,9 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, 
         &mut self,
         out: &'o mut [u8],
     ) -> Result<Option<WatchEventRef<'o>>, XsRingError> {
+        if self.broken {
+            return Err(XsRingError::Broken);
+        }
         if self.events.is_empty() {
             self.drain()?;
         }
@@ -227,6 +230,9 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, 
         &mut self,
         out: &'o mut [u8],
     ) -> Result<Option<WatchEventRef<'o>>, XsRingError> {
+        if self.broken {
+            return Err(XsRingError::Broken);
+        }
         while self.events.is_empty() {
             self.drain()?;
             if self.events.is_empty() && !self.event.wait() {
