@@ -13,7 +13,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
-#[cfg(any(loom, test))]
+#[cfg(any(loom, test, feature = "std"))]
 extern crate std;
 
 pub mod back;

@@ -66,4 +66,10 @@ mod tests {
         assert_eq!(&m[HEADER_LEN..], b"/a\0");
         assert_eq!(Errno::from_payload(Errno::EACCES.payload()), Errno::EACCES);
     }
+
+    #[test]
+    fn errno_is_a_std_error_here() {
+        let e: Box<dyn std::error::Error> = Box::new(Errno::ENOENT);
+        assert_eq!(e.to_string(), "ENOENT");
+    }
 }

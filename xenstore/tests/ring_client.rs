@@ -124,7 +124,7 @@ fn watches_fire_at_once_and_on_change_and_events_wait_between_replies() {
     let (f, mut xs) = fixture();
     let mut ev = [0u8; 256];
     xs.watch("device", "dev").unwrap();
-    let e = xs.wait_watch_event(&mut ev).unwrap().unwrap();
+    let e = xs.wait_watch_event(WAIT, &mut ev).unwrap().unwrap();
     assert_eq!((e.path, e.token), ("device", "dev"), "the initial event");
     // Changes by domain 0 and by the guest itself; replies come in between.
     f.dom0

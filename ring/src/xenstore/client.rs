@@ -3,6 +3,7 @@
 
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
+use core::time::Duration;
 
 use super::events::EventQueue;
 use super::page::{Dir, XsPage, XsRingMemory, XsWord};
@@ -28,6 +29,14 @@ pub trait XsEvent {
     /// [`XsRingError::Timeout`]. This is the only bound on how long a call takes, so
     /// a client facing a peer that may never answer needs a deadline here.
     fn wait(&mut self) -> bool;
+
+    /// Like [`XsEvent::wait`], giving up once `timeout` passes without a signal
+    /// (waiting for a watch event). The default ignores `timeout` and waits as
+    /// `wait` does; a hook with a clock should honour it.
+    fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        let _ = timeout;
+        self.wait()
+    }
 }
 
 impl<T: XsEvent + ?Sized> XsEvent for &mut T {
@@ -36,6 +45,9 @@ impl<T: XsEvent + ?Sized> XsEvent for &mut T {
     }
     fn wait(&mut self) -> bool {
         (**self).wait()
+    }
+    fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        (**self).wait_timeout(timeout)
     }
 }
 
@@ -224,10 +236,11 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, 
         self.events.pop(out)
     }
 
-    /// Like [`Self::next_watch_event`], waiting through the wait hook until one
-    /// comes; `None` if the hook gives up first.
+    /// Like [`Self::next_watch_event`], waiting until one comes; `None` once a
+    /// wait of `timeout` ([`XsEvent::wait_timeout`]) passes with no signal.
     pub fn wait_watch_event<'o>(
         &mut self,
+        timeout: Duration,
         out: &'o mut [u8],
     ) -> Result<Option<WatchEventRef<'o>>, XsRingError> {
         if self.broken {
@@ -235,7 +248,7 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, 
         }
         while self.events.is_empty() {
             self.drain()?;
-            if self.events.is_empty() && !self.event.wait() {
+            if self.events.is_empty() && !self.event.wait_timeout(timeout) {
                 return Ok(None);
             }
         }
@@ -428,5 +441,12 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XenStore for XsR
         out: &'o mut [u8],
     ) -> Result<Option<WatchEventRef<'o>>, XsRingError> {
         XsRingClient::next_watch_event(self, out)
+    }
+    fn wait_watch_event<'o>(
+        &mut self,
+        timeout: Duration,
+        out: &'o mut [u8],
+    ) -> Result<Option<WatchEventRef<'o>>, XsRingError> {
+        XsRingClient::wait_watch_event(self, timeout, out)
     }
 }

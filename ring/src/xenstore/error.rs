@@ -128,3 +128,6 @@ impl fmt::Display for XsRingError {
         }
     }
 }
+
+#[cfg(feature = "std")]
+impl std::error::Error for XsRingError {}

@@ -7,6 +7,7 @@
 //! directory listing is copied into `out` and its length returned.
 
 use core::fmt;
+use core::time::Duration;
 
 use super::wire::Errno;
 
@@ -82,6 +83,14 @@ pub trait XenStore {
     /// come. Does not wait.
     fn next_watch_event<'o>(
         &mut self,
+        out: &'o mut [u8],
+    ) -> Result<Option<WatchEventRef<'o>>, Self::Error>;
+
+    /// Like [`XenStore::next_watch_event`], waiting for one; `None` if none comes
+    /// within `timeout` (the ring client leaves the clock to its event hook).
+    fn wait_watch_event<'o>(
+        &mut self,
+        timeout: Duration,
         out: &'o mut [u8],
     ) -> Result<Option<WatchEventRef<'o>>, Self::Error>;
 

@@ -535,7 +535,8 @@ fn wait_watch_event_gives_up_when_the_hook_does() {
     let mut xs = client(&mut p, |_| {});
     xs.event().max = 2;
     let mut out = [0u8; 32];
-    assert_eq!(xs.wait_watch_event(&mut out), Ok(None));
+    let never = core::time::Duration::from_secs(1);
+    assert_eq!(xs.wait_watch_event(never, &mut out), Ok(None));
     assert_eq!(xs.event().waits, 3);
 }
 

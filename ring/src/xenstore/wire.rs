@@ -192,6 +192,9 @@ impl fmt::Display for Errno {
     }
 }
 
+#[cfg(feature = "std")]
+impl std::error::Error for Errno {}
+
 /// The NUL-terminated strings of a payload, in order. A trailing string without a
 /// NUL is yielded as well (xenstored accepts WRITE's value without one); an empty
 /// payload has none.

@@ -9,7 +9,9 @@
 
 use xennet_ring::xenstore::{StoreError, TxId, WatchEventRef, XenStore};
 
-use super::{lock, Scope, XsClient, XsError};
+use std::time::Duration;
+
+use super::{lock, Scope, WatchEvent, XsClient, XsError};
 use crate::wire::{Errno, MsgType};
 
 impl StoreError for XsError {
@@ -96,29 +98,47 @@ impl XenStore for XsClient {
         &mut self,
         out: &'o mut [u8],
     ) -> Result<Option<WatchEventRef<'o>>, XsError> {
-        let mut events = lock(&self.inner.events);
-        let ev = match events.held.take().or_else(|| events.rx.try_recv().ok()) {
-            Some(ev) => ev,
-            None if self.is_closed() => return Err(XsError::Closed),
-            None => return Ok(None),
-        };
-        let (p, t) = (ev.path.len(), ev.token.len());
-        let needed = p + 1 + t + 1;
-        if out.len() < needed {
-            events.held = Some(ev);
-            return Err(XsError::BufferTooSmall { needed });
+        match self.try_watch() {
+            Some(ev) => hand_out(self, ev, out).map(Some),
+            None if self.is_closed() => Err(XsError::Closed),
+            None => Ok(None),
         }
-        drop(events);
-        out[..p].copy_from_slice(ev.path.as_bytes());
-        out[p] = 0;
-        out[p + 1..p + 1 + t].copy_from_slice(ev.token.as_bytes());
-        out[p + 1 + t] = 0;
-        let (path, token) = out[..needed].split_at(p + 1);
-        // Both halves are copies of Strings, so UTF-8.
-        let text = |b: &'o [u8]| core::str::from_utf8(&b[..b.len() - 1]).unwrap_or_default();
-        Ok(Some(WatchEventRef {
-            path: text(path),
-            token: text(token),
-        }))
     }
+
+    fn wait_watch_event<'o>(
+        &mut self,
+        timeout: Duration,
+        out: &'o mut [u8],
+    ) -> Result<Option<WatchEventRef<'o>>, XsError> {
+        match self.wait_watch(timeout)? {
+            Some(ev) => hand_out(self, ev, out).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Copies an event into the caller's buffer as `path\0token\0`; one that does not
+/// fit is kept for the next call.
+fn hand_out<'o>(
+    xs: &XsClient,
+    ev: WatchEvent,
+    out: &'o mut [u8],
+) -> Result<WatchEventRef<'o>, XsError> {
+    let (p, t) = (ev.path.len(), ev.token.len());
+    let needed = p + 1 + t + 1;
+    if out.len() < needed {
+        lock(&xs.inner.events).held = Some(ev);
+        return Err(XsError::BufferTooSmall { needed });
+    }
+    out[..p].copy_from_slice(ev.path.as_bytes());
+    out[p] = 0;
+    out[p + 1..p + 1 + t].copy_from_slice(ev.token.as_bytes());
+    out[p + 1 + t] = 0;
+    let (path, token) = out[..needed].split_at(p + 1);
+    // Both halves are copies of Strings, so UTF-8.
+    let text = |b: &'o [u8]| core::str::from_utf8(&b[..b.len() - 1]).unwrap_or_default();
+    Ok(WatchEventRef {
+        path: text(path),
+        token: text(token),
+    })
 }

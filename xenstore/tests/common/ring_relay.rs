@@ -60,6 +60,9 @@ impl XsEvent for GuestEvent {
         self.to_guest
             .wait(&mut self.seen, &self.never, self.timeout)
     }
+    fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        self.to_guest.wait(&mut self.seen, &self.never, timeout)
+    }
 }
 
 #[repr(C, align(4096))]
