@@ -569,3 +569,36 @@ fn transact_runs_the_body_again_when_the_commit_answers_eagain() {
     let r: Result<(), _> = xs.transact(|_, _| Err(XsRingError::Errno(Errno::EPERM)));
     assert_eq!(r, Err(XsRingError::Errno(Errno::EPERM)));
 }
+
+#[test]
+fn a_broken_client_hands_out_nothing_it_queued_before() {
+    let mut p = page();
+    let mut xs = client(&mut p, |s| {
+        s.answer(|h, _| {
+            let mut m = msg(MsgType::WatchEvent as u32, 0, b"/w\0t\0");
+            m.extend(msg(99, h.req_id, b""));
+            m
+        })
+    });
+    let mut out = [0u8; 16];
+    assert_eq!(
+        xs.read(TxId::NONE, "/a", &mut out),
+        Err(XsRingError::UnknownType(99))
+    );
+    assert_eq!(xs.next_watch_event(&mut out), Err(XsRingError::Broken));
+}
+
+#[test]
+fn xenstoreds_end_refuses_a_request_header_past_the_payload_max() {
+    let mut p = page();
+    let mut srv = Server::new(&mut p);
+    let mut req = msg(MsgType::Read as u32, 1, b"");
+    req[12..16].copy_from_slice(&4097u32.to_le_bytes());
+    let guest = view(&mut p);
+    guest.write(super::page::Dir::Req, 0, &req);
+    guest.store(XsWord::ReqProd, req.len() as u32, Ordering::Release);
+    assert_eq!(
+        srv.reader.poll(&mut srv.buf),
+        Err(XsRingError::PayloadTooLong(4097))
+    );
+}

@@ -25,11 +25,12 @@ impl Doorbell {
         self.0.fetch_add(1, Ordering::Release);
     }
 
-    /// Spins (yielding) until the counter passes `*seen`, `stop` is set, or
-    /// `timeout` passes; false in the last two cases.
+    /// Spins (yielding, then napping, so an idle relay costs little CPU) until
+    /// the counter passes `*seen`, `stop` is set, or `timeout` passes; false in the
+    /// last two cases.
     pub fn wait(&self, seen: &mut u32, stop: &AtomicBool, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        loop {
+        for spins in 0u32.. {
             let now = self.0.load(Ordering::Acquire);
             if now != *seen {
                 *seen = now;
@@ -38,8 +39,13 @@ impl Doorbell {
             if stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
                 return false;
             }
-            thread::yield_now();
+            if spins < 200 {
+                thread::yield_now();
+            } else {
+                thread::sleep(Duration::from_micros(50));
+            }
         }
+        false
     }
 }
 
