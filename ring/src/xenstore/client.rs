@@ -111,10 +111,11 @@ impl<E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<XsPage, E, B> {
 
 impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, E, B> {
     /// A client over any [`XsRingMemory`] (loom models use this). Takes over the
-    /// indices on the page, refusing impossible ones.
+    /// indices on the page, refusing impossible ones; unread bytes in `rsp[]` are
+    /// skipped, as Linux does when it attaches (they answer no request of ours).
     pub fn with_memory(mem: M, event: E, events: B) -> Result<Self, XsRingError> {
         let req = Producer::attach(&mem, Dir::Req)?;
-        let rsp = super::stream::Consumer::attach(&mem, Dir::Rsp);
+        let rsp = super::stream::Consumer::attach_skipping(&mem, Dir::Rsp)?;
         let next_id = 1;
         Ok(XsRingClient {
             mem,

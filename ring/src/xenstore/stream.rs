@@ -99,6 +99,19 @@ impl Consumer {
         }
     }
 
+    /// Takes over the page skipping whatever is unread: bytes a previous owner of
+    /// the page left (a kernel before a kexec or resume), which answer no request of
+    /// ours. The producer index must still be at most a ring ahead.
+    pub(crate) fn attach_skipping<M: XsRingMemory>(mem: &M, dir: Dir) -> Result<Self, XsRingError> {
+        let mut c = Self::attach(mem, dir);
+        let avail = c.refresh(mem)?;
+        if avail > 0 {
+            c.cons = c.prod;
+            mem.store(dir.cons(), c.cons, Ordering::Release);
+        }
+        Ok(c)
+    }
+
     /// Loads and validates the peer's producer index: at most a ring ahead of us, and
     /// never behind what it published before. Returns the bytes available.
     fn refresh<M: XsRingMemory>(&mut self, mem: &M) -> Result<u32, XsRingError> {

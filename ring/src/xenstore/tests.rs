@@ -602,3 +602,35 @@ fn xenstoreds_end_refuses_a_request_header_past_the_payload_max() {
         Err(XsRingError::PayloadTooLong(4097))
     );
 }
+
+#[test]
+fn replies_left_on_the_page_by_an_earlier_owner_are_skipped_at_attach() {
+    let mut p = page();
+    let mut old = Server::new(&mut p);
+    old.send(&msg(MsgType::Read as u32, 1, b"stale"));
+    let mut xs = client(&mut p, |s| s.answer(|h, _| msg(h.ty, h.req_id, b"fresh")));
+    assert_eq!(xs.memory().load(XsWord::RspCons, Ordering::Relaxed), 21);
+    let mut out = [0u8; 16];
+    assert_eq!(xs.read(TxId::NONE, "/a", &mut out), Ok(5));
+    assert_eq!(&out[..5], b"fresh");
+}
+
+#[test]
+fn an_impossible_rsp_prod_is_refused_at_attach() {
+    let mut p = page();
+    view(&mut p).store(XsWord::RspProd, 1025, Ordering::Relaxed);
+    let hook = Hook {
+        srv: Server::new(&mut page()),
+        turn: |_: &mut Server| {},
+        waits: 0,
+        max: 0,
+        kicks: 0,
+    };
+    assert!(matches!(
+        XsRingClient::with_memory(view(&mut p), hook, [0u8; 16]),
+        Err(XsRingError::IndexOverrun {
+            prod: 1025,
+            cons: 0
+        })
+    ));
+}
