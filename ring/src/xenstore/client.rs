@@ -167,22 +167,22 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, 
 
     /// Reads `path` into `out`; returns the value's length.
     pub fn read(&mut self, tx: TxId, path: &str, out: &mut [u8]) -> Result<usize, XsRingError> {
-        self.request(MsgType::Read, tx, &[path.as_bytes(), b"\0"], out)
+        self.request(MsgType::Read, tx, &[text(path)?, b"\0"], out)
     }
 
     /// Writes `value` to `path`, creating the node and missing ancestors.
     pub fn write(&mut self, tx: TxId, path: &str, value: &[u8]) -> Result<(), XsRingError> {
-        self.ack(MsgType::Write, tx, &[path.as_bytes(), b"\0", value])
+        self.ack(MsgType::Write, tx, &[text(path)?, b"\0", value])
     }
 
     /// Creates `path` with an empty value unless it exists.
     pub fn mkdir(&mut self, tx: TxId, path: &str) -> Result<(), XsRingError> {
-        self.ack(MsgType::Mkdir, tx, &[path.as_bytes(), b"\0"])
+        self.ack(MsgType::Mkdir, tx, &[text(path)?, b"\0"])
     }
 
     /// Removes `path` and everything below it.
     pub fn rm(&mut self, tx: TxId, path: &str) -> Result<(), XsRingError> {
-        self.ack(MsgType::Rm, tx, &[path.as_bytes(), b"\0"])
+        self.ack(MsgType::Rm, tx, &[text(path)?, b"\0"])
     }
 
     /// The names of `path`'s children into `out`, each followed by a NUL (iterate
@@ -193,19 +193,19 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, 
         path: &str,
         out: &mut [u8],
     ) -> Result<usize, XsRingError> {
-        self.request(MsgType::Directory, tx, &[path.as_bytes(), b"\0"], out)
+        self.request(MsgType::Directory, tx, &[text(path)?, b"\0"], out)
     }
 
     /// Registers a watch on `path` with `token`; it fires once at once, then on
     /// every change at or below `path`.
     pub fn watch(&mut self, path: &str, token: &str) -> Result<(), XsRingError> {
-        let p = [path.as_bytes(), b"\0", token.as_bytes(), b"\0"];
+        let p = [text(path)?, b"\0", text(token)?, b"\0"];
         self.ack(MsgType::Watch, TxId::NONE, &p)
     }
 
     /// Removes the watch registered with `path` and `token`.
     pub fn unwatch(&mut self, path: &str, token: &str) -> Result<(), XsRingError> {
-        let p = [path.as_bytes(), b"\0", token.as_bytes(), b"\0"];
+        let p = [text(path)?, b"\0", text(token)?, b"\0"];
         self.ack(MsgType::Unwatch, TxId::NONE, &p)
     }
 
@@ -398,6 +398,15 @@ impl<M: XsRingMemory, E: XsEvent, B: AsMut<[u8]> + AsRef<[u8]>> XsRingClient<M, 
             }
         }
     }
+}
+
+/// A path or token as it goes on the wire: a NUL inside would end it early and
+/// turn the rest into another argument, so it is refused (EINVAL) before sending.
+fn text(s: &str) -> Result<&[u8], XsRingError> {
+    if s.as_bytes().contains(&0) {
+        return Err(XsRingError::Errno(Errno::EINVAL));
+    }
+    Ok(s.as_bytes())
 }
 
 /// A TRANSACTION_START reply: the id in decimal, NUL-terminated; 0 is no id.

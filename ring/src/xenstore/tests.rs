@@ -634,3 +634,19 @@ fn an_impossible_rsp_prod_is_refused_at_attach() {
         })
     ));
 }
+
+#[test]
+fn a_nul_inside_a_path_or_token_is_refused_before_sending() {
+    let mut p = page();
+    let mut xs = client(&mut p, |s| s.answer(ok));
+    assert_eq!(
+        xs.write(TxId::NONE, "/a\0/b", b"v"),
+        Err(XsRingError::Errno(Errno::EINVAL))
+    );
+    assert_eq!(
+        xs.watch("/a", "t\0x"),
+        Err(XsRingError::Errno(Errno::EINVAL))
+    );
+    assert_eq!(xs.memory().load(XsWord::ReqProd, Ordering::Relaxed), 0);
+    assert!(!xs.is_broken());
+}
