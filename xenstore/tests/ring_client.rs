@@ -278,3 +278,70 @@ fn a_daemon_that_stops_answering_is_a_timeout_not_a_hang() {
         Err(XsRingError::Timeout)
     );
 }
+
+#[test]
+fn the_handshake_node_helpers_read_the_same_on_both_clients_as_xenbus_does() {
+    use xennet_ring::xenstore::nodes::{self, NodeError};
+    use xennet_xenstore::{xenbus, XenbusState};
+
+    let (f, mut ring) = fixture();
+    let sock =
+        XsClient::connect(xennet_xenstore::domain_socket(f._dir.0.as_path(), GUEST)).unwrap();
+    let d = "/local/domain/5/device/vif/0";
+    for (k, v) in [
+        ("state", "4"),
+        ("on", "1"),
+        ("off", "0"),
+        ("blank", ""),
+        ("odd", "yes"),
+        ("num", " 42 "),
+        ("bad-num", "4x"),
+        ("bad-state", "9"),
+    ] {
+        f.dom0.write(&format!("{d}/{k}"), v).unwrap();
+    }
+    let p = |k: &str| format!("{d}/{k}");
+    let mut sock_mut = sock.clone();
+    for client in 0..2 {
+        let tx = TxId::NONE;
+        macro_rules! on {
+            ($f:ident $(::<$t:ty>)?, $k:expr) => {
+                if client == 0 {
+                    nodes::$f$(::<_, $t>)?(&mut ring, tx, &p($k)).map_err(|e| e.to_string())
+                } else {
+                    nodes::$f$(::<_, $t>)?(&mut sock_mut, tx, &p($k)).map_err(|e| e.to_string())
+                }
+            };
+        }
+        assert_eq!(on!(read_state, "state"), Ok(XenbusState::Connected));
+        assert_eq!(on!(read_state, "missing"), Ok(XenbusState::Unknown));
+        assert!(on!(read_state, "bad-state").is_err());
+        assert_eq!(on!(read_flag, "on"), Ok(true));
+        assert_eq!(on!(read_flag, "off"), Ok(false));
+        assert_eq!(on!(read_flag, "blank"), Ok(false));
+        assert_eq!(on!(read_flag, "missing"), Ok(false));
+        assert!(on!(read_flag, "odd").is_err());
+        assert_eq!(on!(read_num::<u32>, "num"), Ok(42));
+        assert!(on!(read_num::<u32>, "bad-num").is_err());
+        assert!(on!(read_num::<u32>, "missing").is_err());
+        assert_eq!(on!(read_opt_num::<u32>, "missing"), Ok(None));
+        assert_eq!(on!(read_opt_num::<u32>, "num"), Ok(Some(42)));
+    }
+    // The same answers as the socket client's own helpers.
+    assert_eq!(
+        xenbus::read_state(&sock, &p("state")).unwrap(),
+        XenbusState::Connected
+    );
+    assert!(xenbus::read_flag(&sock, &p("odd")).is_err());
+    assert_eq!(xenbus::read_num::<u32>(&sock, &p("num")).unwrap(), 42);
+    // Writes: a state and a number, without allocating.
+    nodes::write_state(&mut ring, TxId::NONE, &p("state"), XenbusState::Closing).unwrap();
+    nodes::write_num(&mut ring, TxId::NONE, &p("num"), u64::MAX).unwrap();
+    assert_eq!(f.dom0.read_string(&p("state")).unwrap(), "5");
+    assert_eq!(f.dom0.read_string(&p("num")).unwrap(), u64::MAX.to_string());
+    let missing = nodes::read_num::<_, u32>(&mut ring, TxId::NONE, &p("missing"));
+    assert_eq!(
+        missing,
+        Err(NodeError::Store(XsRingError::Errno(Errno::ENOENT)))
+    );
+}

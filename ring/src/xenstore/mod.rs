@@ -8,6 +8,8 @@
 //! - [`XsRingClient`]: a guest's client (a unikernel's, where the page is
 //!   `start_info.store_mfn` and the event channel `start_info.store_evtchn`).
 //! - [`server`]: xenstored's end, for tests and models.
+//! - [`nodes`]: the handshake's typed node reads and writes (state, flags, numbers)
+//!   over any [`XenStore`].
 //! - [`XenStore`]: read, write, directory, watch, transactions, implemented by
 //!   [`XsRingClient`] and by `xennet_xenstore::XsClient`.
 //!
@@ -19,6 +21,7 @@ mod error;
 mod events;
 #[cfg(loom)]
 pub mod loom;
+pub mod nodes;
 pub mod page;
 mod reader;
 pub mod server;
