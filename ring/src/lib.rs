@@ -1,7 +1,8 @@
 //! # xennet-ring
 //!
-//! Xen's shared I/O rings (`xen/io/ring.h`), the netif wire format (`xen/io/netif.h`)
-//! and the grant-table ABI (`xen/grant_table.h`), byte-compatible with Xen 4.17.
+//! Xen's shared I/O rings (`xen/io/ring.h`), the netif wire format (`xen/io/netif.h`),
+//! the grant-table ABI (`xen/grant_table.h`) and a XenStore client over the shared
+//! XenStore page (`xen/io/xs_wire.h`, [`xenstore`]), byte-compatible with Xen 4.17.
 //!
 //! `#![no_std]`, no `alloc`: the same code runs in a unikernel guest, in a Linux
 //! process over a shared-memory file, and under loom's model checker.
@@ -12,7 +13,7 @@
 #![no_std]
 #![warn(missing_docs)]
 
-#[cfg(any(loom, test))]
+#[cfg(any(loom, test, feature = "std"))]
 extern crate std;
 
 pub mod back;
@@ -29,6 +30,7 @@ pub mod netif;
 pub mod page;
 pub mod sring;
 pub mod xenbus;
+pub mod xenstore;
 
 pub use back::BackRing;
 pub use error::RingError;

@@ -2,118 +2,14 @@
 //! (`type`, `req_id`, `tx_id`, `len`, little-endian u32 each) followed by `len`
 //! bytes of payload, usually NUL-terminated strings.
 //!
-//! Names mirror the C header, which documents each one.
+//! The header, types, errno names and path rules are `xennet_ring::xenstore::wire`,
+//! shared with the `no_std` ring client; this module re-exports them and adds the
+//! helpers that build `Vec`s.
 //!
 //! Everything here is pure parsing and formatting, so it can be fuzzed and
 //! reused by the daemon and the client alike.
 
-#![allow(missing_docs)] // the names are xs_wire.h's own
-
-use core::fmt;
-
-/// Size of `struct xsd_sockmsg`.
-pub const HEADER_LEN: usize = 16;
-/// `XENSTORE_PAYLOAD_MAX`: the largest payload either side may send.
-pub const PAYLOAD_MAX: usize = 4096;
-/// `XENSTORE_ABS_PATH_MAX`.
-pub const ABS_PATH_MAX: usize = 3072;
-/// `XENSTORE_REL_PATH_MAX`.
-pub const REL_PATH_MAX: usize = 2048;
-
-/// `enum xsd_sockmsg_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum MsgType {
-    Control = 0,
-    Directory = 1,
-    Read = 2,
-    GetPerms = 3,
-    Watch = 4,
-    Unwatch = 5,
-    TransactionStart = 6,
-    TransactionEnd = 7,
-    Introduce = 8,
-    Release = 9,
-    GetDomainPath = 10,
-    Write = 11,
-    Mkdir = 12,
-    Rm = 13,
-    SetPerms = 14,
-    WatchEvent = 15,
-    Error = 16,
-    IsDomainIntroduced = 17,
-    Resume = 18,
-    SetTarget = 19,
-    ResetWatches = 21,
-    DirectoryPart = 22,
-}
-
-impl MsgType {
-    /// Decodes a wire value; `None` for unknown types (the daemon answers EINVAL).
-    pub fn from_u32(v: u32) -> Option<Self> {
-        use MsgType::*;
-        Some(match v {
-            0 => Control,
-            1 => Directory,
-            2 => Read,
-            3 => GetPerms,
-            4 => Watch,
-            5 => Unwatch,
-            6 => TransactionStart,
-            7 => TransactionEnd,
-            8 => Introduce,
-            9 => Release,
-            10 => GetDomainPath,
-            11 => Write,
-            12 => Mkdir,
-            13 => Rm,
-            14 => SetPerms,
-            15 => WatchEvent,
-            16 => Error,
-            17 => IsDomainIntroduced,
-            18 => Resume,
-            19 => SetTarget,
-            21 => ResetWatches,
-            22 => DirectoryPart,
-            _ => return None,
-        })
-    }
-}
-
-/// `struct xsd_sockmsg`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
-    pub ty: u32,
-    pub req_id: u32,
-    pub tx_id: u32,
-    pub len: u32,
-}
-
-impl Header {
-    /// Parses a header. The length is validated against [`PAYLOAD_MAX`].
-    pub fn parse(b: &[u8; HEADER_LEN]) -> Result<Self, Errno> {
-        let word = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let h = Header {
-            ty: word(0),
-            req_id: word(4),
-            tx_id: word(8),
-            len: word(12),
-        };
-        if h.len as usize > PAYLOAD_MAX {
-            return Err(Errno::E2BIG);
-        }
-        Ok(h)
-    }
-
-    pub fn to_bytes(self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        b[0..4].copy_from_slice(&self.ty.to_le_bytes());
-        b[4..8].copy_from_slice(&self.req_id.to_le_bytes());
-        b[8..12].copy_from_slice(&self.tx_id.to_le_bytes());
-        b[12..16].copy_from_slice(&self.len.to_le_bytes());
-        b
-    }
-}
+pub use xennet_ring::xenstore::wire::*;
 
 /// One message: header fields plus payload, as it goes on the wire.
 pub fn encode(ty: MsgType, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
@@ -132,94 +28,10 @@ pub fn encode(ty: MsgType, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The error names of `xsd_errors[]`, in the header's order. Error replies carry
-/// the name followed by a NUL (`"ENOENT\0"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[allow(clippy::upper_case_acronyms)]
-pub enum Errno {
-    EINVAL,
-    EACCES,
-    EEXIST,
-    EISDIR,
-    ENOENT,
-    ENOMEM,
-    ENOSPC,
-    EIO,
-    ENOTEMPTY,
-    ENOSYS,
-    EROFS,
-    EBUSY,
-    EAGAIN,
-    EISCONN,
-    E2BIG,
-    EPERM,
-}
-
-impl Errno {
-    pub const ALL: [Errno; 16] = {
-        use Errno::*;
-        [
-            EINVAL, EACCES, EEXIST, EISDIR, ENOENT, ENOMEM, ENOSPC, EIO, ENOTEMPTY, ENOSYS, EROFS,
-            EBUSY, EAGAIN, EISCONN, E2BIG, EPERM,
-        ]
-    };
-
-    pub fn name(self) -> &'static str {
-        use Errno::*;
-        match self {
-            EINVAL => "EINVAL",
-            EACCES => "EACCES",
-            EEXIST => "EEXIST",
-            EISDIR => "EISDIR",
-            ENOENT => "ENOENT",
-            ENOMEM => "ENOMEM",
-            ENOSPC => "ENOSPC",
-            EIO => "EIO",
-            ENOTEMPTY => "ENOTEMPTY",
-            ENOSYS => "ENOSYS",
-            EROFS => "EROFS",
-            EBUSY => "EBUSY",
-            EAGAIN => "EAGAIN",
-            EISCONN => "EISCONN",
-            E2BIG => "E2BIG",
-            EPERM => "EPERM",
-        }
-    }
-
-    /// Parses an error reply payload (`"EACCES\0"`); unknown names give `EINVAL`,
-    /// as libxenstore does.
-    pub fn from_payload(p: &[u8]) -> Errno {
-        let name = p.split(|&b| b == 0).next().unwrap_or(&[]);
-        Errno::ALL
-            .into_iter()
-            .find(|e| e.name().as_bytes() == name)
-            .unwrap_or(Errno::EINVAL)
-    }
-
-    /// The reply payload for this error.
-    pub fn payload(self) -> Vec<u8> {
-        let mut v = self.name().as_bytes().to_vec();
-        v.push(0);
-        v
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::error::Error for Errno {}
-
 /// Splits a payload into its NUL-terminated strings. A trailing string without a
 /// NUL is kept as well (xenstored accepts WRITE's value without one).
 pub fn split_strings(p: &[u8]) -> Vec<&[u8]> {
-    let mut out: Vec<&[u8]> = p.split(|&b| b == 0).collect();
-    if p.last() == Some(&0) || p.is_empty() {
-        out.pop();
-    }
-    out
+    strings(p).collect()
 }
 
 /// Joins strings, each followed by a NUL.
@@ -232,74 +44,12 @@ pub fn join_strings<S: AsRef<[u8]>>(parts: &[S]) -> Vec<u8> {
     v
 }
 
-/// Validates a path as xenstored does: absolute (`/...`) or relative to the
-/// connection's home, or a special `@` watch path; only the characters
-/// `[A-Za-z0-9_/@-]` (plus `.` and `:` as Xen's `is_valid_nodename` allows), no
-/// `//`, no trailing `/` except for the root, and within the length limits.
-pub fn check_path(path: &str) -> Result<(), Errno> {
-    if path.is_empty() {
-        return Err(Errno::EINVAL);
-    }
-    if let Some(rest) = path.strip_prefix('@') {
-        // Special watch paths: @introduceDomain, @releaseDomain.
-        return if rest.bytes().all(|b| b.is_ascii_alphanumeric()) && !rest.is_empty() {
-            Ok(())
-        } else {
-            Err(Errno::EINVAL)
-        };
-    }
-    let max = if path.starts_with('/') {
-        ABS_PATH_MAX
-    } else {
-        REL_PATH_MAX
-    };
-    if path.len() > max {
-        return Err(Errno::EINVAL);
-    }
-    if path.contains("//") || (path.len() > 1 && path.ends_with('/')) {
-        return Err(Errno::EINVAL);
-    }
-    if !path
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/_-@.:".contains(&b))
-    {
-        return Err(Errno::EINVAL);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn header_round_trip_and_limit() {
-        let h = Header {
-            ty: 2,
-            req_id: 7,
-            tx_id: 3,
-            len: 11,
-        };
-        assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
-        let big = Header {
-            len: PAYLOAD_MAX as u32 + 1,
-            ..h
-        };
-        assert_eq!(Header::parse(&big.to_bytes()), Err(Errno::E2BIG));
-    }
-
-    #[test]
-    fn errno_names_match_header_order() {
-        assert_eq!(Errno::ALL[0], Errno::EINVAL);
-        assert_eq!(Errno::ALL[15], Errno::EPERM);
-        for e in Errno::ALL {
-            assert_eq!(Errno::from_payload(&e.payload()), e);
-        }
-        assert_eq!(Errno::from_payload(b"EWHAT\0"), Errno::EINVAL);
-    }
-
-    #[test]
-    fn strings() {
+    fn split_and_join() {
         assert_eq!(split_strings(b"a\0bc\0"), vec![&b"a"[..], b"bc"]);
         assert_eq!(split_strings(b"a\0bc"), vec![&b"a"[..], b"bc"]);
         assert!(split_strings(b"").is_empty());
@@ -307,15 +57,19 @@ mod tests {
     }
 
     #[test]
-    fn paths() {
-        assert!(check_path("/").is_ok());
-        assert!(check_path("/local/domain/0").is_ok());
-        assert!(check_path("device/vif/0").is_ok());
-        assert!(check_path("@introduceDomain").is_ok());
-        assert!(check_path("").is_err());
-        assert!(check_path("/a//b").is_err());
-        assert!(check_path("/a/").is_err());
-        assert!(check_path("/a b").is_err());
-        assert!(check_path(&format!("/{}", "a".repeat(ABS_PATH_MAX))).is_err());
+    fn encode_is_header_then_payload() {
+        let m = encode(MsgType::Read, 7, 3, b"/a\0");
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&m[..HEADER_LEN]);
+        let h = Header::parse(&h).unwrap();
+        assert_eq!((h.ty, h.req_id, h.tx_id, h.len), (2, 7, 3, 3));
+        assert_eq!(&m[HEADER_LEN..], b"/a\0");
+        assert_eq!(Errno::from_payload(Errno::EACCES.payload()), Errno::EACCES);
+    }
+
+    #[test]
+    fn errno_is_a_std_error_here() {
+        let e: Box<dyn std::error::Error> = Box::new(Errno::ENOENT);
+        assert_eq!(e.to_string(), "ENOENT");
     }
 }

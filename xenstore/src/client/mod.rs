@@ -32,6 +32,7 @@ use crate::store::{Perm, Perms};
 use crate::wire::{self, Errno, MsgType, PAYLOAD_MAX};
 
 mod reader;
+mod store;
 mod stream;
 
 use reader::run_reader;
@@ -56,6 +57,13 @@ pub enum XsError {
     #[error("xenstore protocol: {0}")]
     /// The daemon sent something malformed.
     Protocol(String),
+    /// The caller's buffer is too small for the value (only through the
+    /// [`xennet_ring::xenstore::XenStore`] trait, whose callers give the buffers).
+    #[error("xenstore: a reply of {needed} bytes does not fit the buffer")]
+    BufferTooSmall {
+        /// The reply's length.
+        needed: usize,
+    },
 }
 
 impl XsError {
@@ -122,8 +130,18 @@ struct Inner {
     closed: AtomicBool,
     reconnects: AtomicU64,
     next_req: AtomicU32,
-    events: Mutex<mpsc::Receiver<WatchEvent>>,
+    events: Mutex<Events>,
+    /// Transactions started through the [`xennet_ring::xenstore::XenStore`] trait
+    /// and the connection (epoch) each belongs to.
+    raw_txs: Mutex<HashMap<u32, u64>>,
     timeout: Duration,
+}
+
+/// Watch events not yet taken.
+struct Events {
+    rx: mpsc::Receiver<WatchEvent>,
+    /// One taken from `rx` but not handed out (it did not fit a caller's buffer).
+    held: Option<WatchEvent>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -230,7 +248,11 @@ impl XsClient {
             closed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             next_req: AtomicU32::new(1),
-            events: Mutex::new(ev_rx),
+            events: Mutex::new(Events {
+                rx: ev_rx,
+                held: None,
+            }),
+            raw_txs: Mutex::new(HashMap::new()),
             timeout: Duration::from_secs(30),
         });
         let weak = Arc::downgrade(&inner);
@@ -424,8 +446,11 @@ impl XsClient {
 
     /// The next watch event, waiting at most `timeout`.
     pub fn wait_watch(&self, timeout: Duration) -> Result<Option<WatchEvent>, XsError> {
-        let rx = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
-        match rx.recv_timeout(timeout) {
+        let mut ev = lock(&self.inner.events);
+        if let Some(e) = ev.held.take() {
+            return Ok(Some(e));
+        }
+        match ev.rx.recv_timeout(timeout) {
             Ok(ev) => Ok(Some(ev)),
             Err(mpsc::RecvTimeoutError::Timeout) => Ok(None),
             Err(mpsc::RecvTimeoutError::Disconnected) => Err(XsError::Closed),
@@ -434,12 +459,8 @@ impl XsClient {
 
     /// A watch event if one is queued.
     pub fn try_watch(&self) -> Option<WatchEvent> {
-        self.inner
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_recv()
-            .ok()
+        let mut ev = lock(&self.inner.events);
+        ev.held.take().or_else(|| ev.rx.try_recv().ok())
     }
 
     /// A domain's home path (`/local/domain/<domid>`).

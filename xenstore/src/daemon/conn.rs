@@ -184,7 +184,7 @@ pub(super) fn reader_loop(sh: &Arc<Shared>, id: u64, mut r: UnixStream, backlog:
             Ok(p) => (h.ty, p),
             Err(e) => {
                 sh.stats.errors.fetch_add(1, Ordering::Relaxed);
-                (MsgType::Error as u32, e.payload())
+                (MsgType::Error as u32, e.payload().to_vec())
             }
         };
         let mut msg = Header {

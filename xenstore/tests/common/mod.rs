@@ -2,6 +2,8 @@
 //! for watch events, errno of a reply, and raw xs_wire messages.
 #![allow(dead_code)]
 
+pub mod ring_relay;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
