@@ -8,10 +8,10 @@ ip link set xt0 address 00:16:3e:00:00:07
 ip addr add 128.153.144.207/24 dev xt0
 ip link set xt0 up
 retry 60 ping -c 1 -W 1 128.153.144.204 >/dev/null
-out=$(ping -q -c 20 -i 0.1 -W 2 128.153.144.204 2>&1)
+out=$(ping -q -c 20 -i 0.1 -W 10 128.153.144.204 2>&1)
 case "$out" in *" 0% packet loss"*) echo "kernel ping: ok" ;; *) echo "kernel ping: failed: $out" ;; esac
 for s in 1000 1400 1472; do
-  out=$(ping -q -c 5 -i 0.2 -W 2 -s $s 128.153.144.204 2>&1)
+  out=$(ping -q -c 5 -i 0.2 -W 10 -s $s 128.153.144.204 2>&1)
   case "$out" in *" 0% packet loss"*) echo "kernel ping -s $s: ok" ;; *) echo "kernel ping -s $s: failed" ;; esac
 done
 head -c 4194304 /dev/urandom > /tmp/blob

@@ -135,6 +135,7 @@ check "after kill -9 and re-attach: backend Connected" xs_wait $be/state 4 90
 check "after kill -9 and re-attach: dom0 pings Linux netfront" ping_wait $guest 90
 check "after kill -9 and re-attach: 50 pings, none lost" pings 50
 domu_destroy $name
+ip link set xenbr0 mtu 1500  # as the next scenario expects it
 kill -TERM $up
 check "xennet up stops on SIGTERM" retry 20 sh -c "! kill -0 $up 2>/dev/null"
 sed 's/^/  up| /' /tmp/up-ln.log $log >&2

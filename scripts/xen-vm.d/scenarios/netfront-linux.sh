@@ -29,7 +29,7 @@ check "control ring: Linux refuses GREF mapping, netfront stays on grant copy" \
 check "domU pings dom0, none lost" \
   domu_wait $name "10 packets transmitted, 10 received, 0% packet loss" 120
 check "dom0 pings domU" ping_wait $guest 60
-loss() { ping -q -c "$1" -i 0.1 -W 2 ${2:+-s $2} $guest | grep -q " 0% packet loss"; }
+loss() { ping -q -c "$1" -i 0.1 -W 10 ${2:+-s $2} $guest | grep -q " 0% packet loss"; }
 check "200 pings from dom0, none lost" loss 200
 
 # 16 MiB through the guest's TCP echo service and back: sha256 must match.

@@ -40,7 +40,7 @@ check "staging grants in use" domu_wait $name "staging grants mapped by the back
 check "domU pings dom0, none lost" \
   domu_wait $name "10 packets transmitted, 10 received, 0% packet loss" 120
 check "dom0 pings domU" ping_wait $guest 60
-loss() { ping -q -c "$1" -i 0.1 -W 2 ${2:+-s $2} $guest | grep -q " 0% packet loss"; }
+loss() { ping -q -c "$1" -i 0.1 -W 10 ${2:+-s $2} $guest | grep -q " 0% packet loss"; }
 check "200 pings from dom0, none lost" loss 200
 
 head -c 16777216 /dev/urandom > /tmp/blob

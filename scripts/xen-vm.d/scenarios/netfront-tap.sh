@@ -17,7 +17,7 @@ domid=$(domu_domid $name)
 check "backend state 4 (Connected)" xs_wait /local/domain/0/backend/vif/$domid/0/state 4 120
 check "the domU's kernel pings dom0, none lost" domu_wait $name "kernel ping: ok" 120
 check "dom0 pings the domU's kernel, 50 none lost" \
-  sh -c "ping -q -c 50 -i 0.1 -W 2 $guest | grep -q ' 0% packet loss'"
+  sh -c "ping -q -c 50 -i 0.1 -W 10 $guest | grep -q ' 0% packet loss'"
 for sz in 1000 1400 1472; do
   check "the domU's kernel pings dom0 with $sz bytes" domu_wait $name "kernel ping -s $sz: ok" 30
 done
