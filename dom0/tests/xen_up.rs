@@ -281,6 +281,18 @@ fn toolstack_written_vifs_connect_carry_frames_and_close() {
     );
     assert_eq!(state(&h.xs, &be_b), Some(XenbusState::Closed));
     assert!(be.plane.vifs.is_empty());
+    // What stays (no vif ports) is reported with its counters when up stops.
+    let report = be.port_report();
+    assert!(!report.is_empty());
+    assert_eq!(
+        report.len(),
+        be.plane.dd.fabric().ports().len(),
+        "{report:?}"
+    );
+    assert!(
+        report.iter().all(|l| l.contains(" frames in, ")),
+        "{report:?}"
+    );
     drop(front_b);
 }
 

@@ -98,7 +98,10 @@ pub(crate) fn cli_up(a: UpArgs) -> ExitCode {
             |e| println!("{e}"),
         );
         return match r {
-            Ok(()) => {
+            Ok(report) => {
+                for line in report {
+                    println!("xennet up: {line}");
+                }
                 println!("xennet up: stopped");
                 ExitCode::SUCCESS
             }

@@ -695,6 +695,46 @@ impl<P: DriverPlatform> XenBackend<P> {
         }
     }
 
+    /// One line per switch port still there (the uplink, vif0.0): frames in and out,
+    /// drops by reason, and for a TAP its write errors (frames the kernel refused):
+    /// where frames went, printed when `xennet up` stops.
+    pub fn port_report(&mut self) -> Vec<String> {
+        let ports: Vec<_> = self
+            .plane
+            .dd
+            .fabric()
+            .ports()
+            .iter()
+            .map(|(id, p)| (id, p.name.clone(), p.counters.clone()))
+            .collect();
+        let mut lines = Vec::new();
+        for (id, name, c) in ports {
+            let mut line = format!(
+                "{name}: {} frames in, {} out, {} dropped",
+                c.rx_packets,
+                c.tx_packets,
+                c.dropped_total()
+            );
+            let reasons: Vec<String> = xennet_switch::DropReason::ALL
+                .iter()
+                .filter(|r| c.dropped(**r) > 0)
+                .map(|r| format!("{r} {}", c.dropped(*r)))
+                .collect();
+            if !reasons.is_empty() {
+                line.push_str(&format!(" ({})", reasons.join(", ")));
+            }
+            if let Some(tap) = self.plane.dd.endpoint_mut::<TapDevice>(id) {
+                let (read, written, errors) = tap.stats();
+                line.push_str(&format!(
+                    "; TAP {}: {read} read, {written} written, {errors} write errors",
+                    tap.name()
+                ));
+            }
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Closes every device (Closing, detach, Closed), as when the backend driver
     /// goes away, and flushes the captures.
     pub fn shutdown(&mut self) {
@@ -727,13 +767,14 @@ const NETBACK_MODULE: &str = "/sys/module/xen_netback";
 
 /// `xennet up --platform xenlinux`: serves every vif the toolstack gives domain 0
 /// until `stop` is set, then closes them. `ready` is called once XenStore is
-/// watched; `on_event` gets every vif connecting, disconnecting or refused.
+/// watched; `on_event` gets every vif connecting, disconnecting or refused. Returns
+/// [`XenBackend::port_report`]'s lines.
 pub fn run_xenlinux(
     opts: &UpOptions,
     stop: &AtomicBool,
     ready: impl FnOnce(),
     on_event: impl FnMut(&VifEvent),
-) -> Result<(), UpError> {
+) -> Result<Vec<String>, UpError> {
     if Path::new(NETBACK_MODULE).exists() {
         return Err(UpError::Setup(format!(
             "the kernel's xen-netback is loaded ({NETBACK_MODULE}) and serves {BACKEND_ROOT} \
@@ -760,5 +801,5 @@ pub fn run_xenlinux(
     };
     ready();
     backend.run(stop, on_event);
-    Ok(())
+    Ok(backend.port_report())
 }
