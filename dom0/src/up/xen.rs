@@ -705,7 +705,7 @@ impl<P: DriverPlatform> XenBackend<P> {
             .fabric()
             .ports()
             .iter()
-            .map(|(id, p)| (id, p.name.clone(), p.counters.clone()))
+            .map(|(id, p)| (id, p.name.clone(), p.counters))
             .collect();
         let mut lines = Vec::new();
         for (id, name, c) in ports {
