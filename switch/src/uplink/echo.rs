@@ -13,8 +13,8 @@
 //! Neighbours are learnt as Linux learns them: from an ARP request or reply aimed at
 //! the host's address, and refreshed by any ARP from a neighbour already known.
 
-use smoltcp::time::Instant;
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
+use xennet_ring::time::Instant;
 
 use crate::arp::{ArpConfig, Enqueued, NeighbourTable, Waiting};
 use crate::wire::build::{arp_frame, echo_reply, eth_frame, Arp};

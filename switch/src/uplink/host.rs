@@ -19,16 +19,26 @@ use std::collections::VecDeque;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, tcp, udp};
-use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr,
     IpEndpoint, IpProtocol, Ipv4Packet,
 };
+use xennet_ring::time::Instant;
 
 use super::echo::EchoResponder;
 use super::Endpoint;
 use crate::wire::{is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr, MacFmt};
 use crate::DropReason;
+
+/// `t` as smoltcp's clock: the same microseconds (smoltcp counts them in an `i64`).
+pub fn smoltcp_time(t: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// smoltcp's `t` on the data path's clock (before the epoch is the epoch).
+pub fn data_path_time(t: smoltcp::time::Instant) -> Instant {
+    Instant::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+}
 
 /// Frames queued towards the host before it polls; more are dropped.
 const RX_QUEUE: usize = 256;
@@ -190,12 +200,12 @@ impl Device for Wire {
     type RxToken<'a> = RxTok;
     type TxToken<'a> = TxTok<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(RxTok, TxTok<'_>)> {
+    fn receive(&mut self, _now: smoltcp::time::Instant) -> Option<(RxTok, TxTok<'_>)> {
         let f = self.rx.pop_front()?;
         Some((RxTok(f), TxTok(&mut self.tx)))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<TxTok<'_>> {
+    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<TxTok<'_>> {
         Some(TxTok(&mut self.tx))
     }
 
@@ -264,7 +274,7 @@ impl Host {
         let mut wire = Wire::default();
         let mut icfg = Config::new(HardwareAddress::Ethernet(cfg.mac));
         icfg.random_seed = cfg.seed;
-        let mut iface = Interface::new(icfg, &mut wire, now);
+        let mut iface = Interface::new(icfg, &mut wire, smoltcp_time(now));
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::Ipv4(cfg.addr));
         });
@@ -510,17 +520,22 @@ impl Endpoint for Host {
         self.run_services();
         // Two rounds: the services may answer what the first poll delivered.
         for _ in 0..2 {
-            self.iface.poll(now, &mut self.wire, &mut self.sockets);
+            self.iface
+                .poll(smoltcp_time(now), &mut self.wire, &mut self.sockets);
             self.run_services();
         }
-        self.iface.poll(now, &mut self.wire, &mut self.sockets);
+        self.iface
+            .poll(smoltcp_time(now), &mut self.wire, &mut self.sockets);
         for f in self.wire.tx.drain(..) {
             tx(&f);
         }
     }
 
     fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let smoltcp = self.iface.poll_at(now, &self.sockets);
+        let smoltcp = self
+            .iface
+            .poll_at(smoltcp_time(now), &self.sockets)
+            .map(data_path_time);
         match (smoltcp, self.responder.poll_at()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

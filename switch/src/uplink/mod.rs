@@ -18,7 +18,7 @@ pub mod tap;
 
 use std::any::Any;
 
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 
 /// Something that exchanges whole Ethernet frames with one fabric port.
 pub trait Endpoint: Any + Send {
