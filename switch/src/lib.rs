@@ -49,6 +49,7 @@ mod counters;
 pub mod domain;
 mod error;
 mod fabric;
+pub mod host;
 pub mod nat;
 mod port;
 pub mod route;
