@@ -1,5 +1,5 @@
 //! The monotonic clock of a Linux process, as the data path's
-//! [`Instant`](xennet_ring::time::Instant).
+//! [`Instant`].
 
 use xennet_ring::time::Instant;
 

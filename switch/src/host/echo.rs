@@ -26,7 +26,7 @@ use crate::wire::build::{arp_frame, echo_reply, eth_frame, Arp};
 use crate::wire::{ipv4_checked, is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr};
 use crate::{DropReason, PortId};
 
-/// An ICMP echo request to answer through a socket (see the module documentation):
+/// An ICMP echo request to the host, taken out of a frame before smoltcp sees it:
 /// who asked, and the request's id, sequence and data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EchoRequest {

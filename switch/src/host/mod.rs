@@ -29,6 +29,7 @@
 
 mod device;
 pub mod echo;
+mod endpoint;
 mod services;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -40,8 +41,7 @@ use smoltcp::wire::{
 };
 use xennet_ring::time::{Duration, Instant};
 
-use self::device::{Screen, Screened, RX_QUEUE};
-use crate::uplink::Endpoint;
+use self::device::{Screen, Screened};
 use crate::wire::{is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr, MacFmt};
 use crate::DropReason;
 
@@ -130,8 +130,8 @@ pub struct EchoReply {
 #[derive(Debug)]
 enum Answer {
     /// Per neighbour, by the responder; the requests are taken out as frames arrive
-    /// ([`Endpoint::receive`]).
-    PerNeighbour(EchoResponder),
+    /// from the switch ([`Endpoint::receive`](crate::uplink::Endpoint::receive)).
+    PerNeighbour(Box<EchoResponder>),
     /// Through the ICMP socket; the requests are taken out of the device's frames as
     /// smoltcp polls it, and wait here for the next service run.
     InOrder(Vec<EchoRequest>),
@@ -162,27 +162,6 @@ impl<D: Device> std::fmt::Debug for Host<D> {
 
 fn socket_error(e: impl std::fmt::Display) -> HostError {
     HostError::Socket(e.to_string())
-}
-
-impl Host<Wire> {
-    /// A host on a switch port, built at time `now`, running the services `cfg`
-    /// names ([`Services::endpoint`]).
-    pub fn new(cfg: HostConfig, now: Instant) -> Result<Host, HostError> {
-        let services = Services::endpoint(&cfg);
-        let responder = EchoResponder::new(cfg.mac, cfg.addr, cfg.gateway);
-        Host::build(
-            Wire::default(),
-            cfg,
-            services,
-            Answer::PerNeighbour(responder),
-            now,
-        )
-    }
-
-    /// Frames dropped because the receive queue was full.
-    pub fn rx_dropped(&self) -> u64 {
-        self.device.rx_dropped
-    }
 }
 
 impl<D: Device> Host<D> {
@@ -298,9 +277,9 @@ impl<D: Device> Host<D> {
         &self.replies
     }
 
-    /// Takes the echo replies received so far.
-    pub fn take_echo_replies(&mut self) -> Vec<EchoReply> {
-        std::mem::take(&mut self.replies)
+    /// Takes the echo replies received so far, oldest first.
+    pub fn drain_echo_replies(&mut self) -> std::vec::Drain<'_, EchoReply> {
+        self.replies.drain(..)
     }
 
     /// Opens a TCP connection from `local_port` to `remote`.
@@ -510,47 +489,5 @@ impl<D: Device> Host<D> {
             }
         }
         self.served.run(&mut self.sockets);
-    }
-}
-
-impl Endpoint for Host<Wire> {
-    fn receive(&mut self, now: Instant, frame: &[u8]) {
-        let Answer::PerNeighbour(responder) = &mut self.answer else {
-            return;
-        };
-        let tx = &mut self.device.tx;
-        if EchoRequest::parse(frame, self.cfg.mac, self.cfg.addr.address()).is_some() {
-            let ip = EthernetFrame::new_unchecked(frame).payload();
-            responder.request(now, ip, &mut |f: &[u8]| tx.push(f.to_vec()));
-            return;
-        }
-        if EthernetFrame::new_unchecked(frame).ethertype() == EthernetProtocol::Arp {
-            // smoltcp answers and learns too; the responder learns for the replies.
-            responder.arp(now, frame, &mut |f: &[u8]| tx.push(f.to_vec()));
-        }
-        if self.device.rx.len() >= RX_QUEUE {
-            self.device.rx_dropped += 1;
-            return;
-        }
-        self.device.rx.push_back(frame.to_vec());
-    }
-
-    fn poll(&mut self, now: Instant, tx: &mut dyn FnMut(&[u8])) {
-        if let Answer::PerNeighbour(responder) = &mut self.answer {
-            let wire_tx = &mut self.device.tx;
-            responder.poll(now, &mut |f: &[u8]| wire_tx.push(f.to_vec()));
-        }
-        self.run_once(now);
-        for f in self.device.tx.drain(..) {
-            tx(&f);
-        }
-    }
-
-    fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        Host::poll_at(self, now)
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
     }
 }
