@@ -9,12 +9,13 @@
 #![allow(missing_docs)]
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use xennet_dom0::dataplane::Dataplane;
 use xennet_dom0::testing::{connect_pair, enable_ctrl, Back, Front, Side};
 use xennet_netfront::Features;
+use xennet_platform::clock;
 use xennet_ring::{DomId, Notify, Port};
 
 const SIZES: [usize; 5] = [64, 512, 1514, 9000, 65535];
@@ -70,7 +71,7 @@ fn tx_batch(front: &mut Front, back: &mut Back, frames: &[&[u8]]) {
     while got < frames.len() {
         let (n, _) = front.send_batch(frames[sent..].iter().copied());
         sent += n;
-        back.process_tx(256, Instant::now(), &mut |x| {
+        back.process_tx(256, clock::now(), &mut |x| {
             got += 1;
             black_box(x);
         })
@@ -81,7 +82,7 @@ fn tx_batch(front: &mut Front, back: &mut Back, frames: &[&[u8]]) {
 
 /// One batch backend -> guest.
 fn rx_batch(front: &mut Front, back: &mut Back, frame: &[u8], batch: usize) {
-    let now = Instant::now();
+    let now = clock::now();
     for _ in 0..batch {
         assert!(back.enqueue_rx(frame, now));
     }
@@ -278,7 +279,7 @@ fn notify_group(
                 let mut got = 0;
                 while got < batch {
                     got += back
-                        .process_tx(256, Instant::now(), &mut |x| {
+                        .process_tx(256, clock::now(), &mut |x| {
                             black_box(x);
                         })
                         .expect("netback tx");

@@ -1,10 +1,11 @@
 //! netfront <-> netback in one process: frames round-trip intact in both directions,
 //! grants are released on close, and hostile ring contents end only that device.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xennet_dom0::testing::{connect_pair, domains, rx_all, tx_all, Side};
 use xennet_netfront::Features;
+use xennet_platform::clock;
 
 const MAC: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
 
@@ -112,7 +113,7 @@ fn notifications_are_held_off_under_load() {
     for chunk in frames.chunks(32) {
         let (n, _) = front.send_batch(chunk.iter().map(|f| f.as_slice()));
         assert_eq!(n, chunk.len());
-        back.process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()))
+        back.process_tx(64, clock::now(), &mut |f| got.push(f.to_vec()))
             .unwrap();
         front.poll_tx().unwrap();
     }
@@ -145,7 +146,7 @@ fn round_trip_matrix_sg_on_and_off_one_and_four_queues() {
         // Without scatter-gather the backend never hands the guest a multi-slot frame.
         let big = xennet_dom0::testing::pattern_frame(9000, 1);
         if !sg {
-            assert!(!back.enqueue_rx(&big, Instant::now()));
+            assert!(!back.enqueue_rx(&big, clock::now()));
             assert_eq!(back.counters().rx_dropped_too_big, 1);
         }
     }
@@ -203,7 +204,7 @@ fn at_light_load_every_frame_kicks_its_idle_peer_once() {
         let f = frame(60, i);
         front.send(&f).unwrap();
         let mut got = Vec::new();
-        back.process_tx(64, Instant::now(), &mut |x| got.push(x.to_vec()))
+        back.process_tx(64, clock::now(), &mut |x| got.push(x.to_vec()))
             .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0], f);
@@ -211,8 +212,8 @@ fn at_light_load_every_frame_kicks_its_idle_peer_once() {
         // The guest takes its tx response and goes idle; then a frame comes back.
         front.poll_tx().unwrap();
         assert!(!front.final_check().unwrap(), "guest idle again");
-        assert!(back.enqueue_rx(&f, Instant::now()));
-        back.process_rx(Instant::now()).unwrap();
+        assert!(back.enqueue_rx(&f, clock::now()));
+        back.process_rx(clock::now()).unwrap();
         let mut n = 0;
         front
             .receive(64, |x, _| n += usize::from(x == f.as_slice()))

@@ -3,10 +3,10 @@
 //! packet answered with ERROR and the vif kept), and nothing panics.
 
 use std::ptr::NonNull;
-use std::time::Instant;
 
 use xennet_dom0::testing::Side;
 use xennet_netback::vif::{NetbackQueue, QueueSetup, VifError, FATAL_SLOTS};
+use xennet_platform::clock;
 use xennet_platform::shm::{Domain, EventPort, GrantOps};
 use xennet_ring::netif::{
     ExtraInfo, RxRequest, RxResponse, TxFlags, TxRequest, TxResponse, NETIF_RSP_ERROR,
@@ -66,7 +66,7 @@ fn evil() -> Evil {
         None,
         kick.clone(),
         kick,
-        Instant::now(),
+        clock::now(),
     )
     .unwrap();
     Evil {
@@ -103,7 +103,7 @@ impl Evil {
     fn run_collect(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         self.back
-            .process_tx(64, Instant::now(), &mut |f| out.push(f.to_vec()))
+            .process_tx(64, clock::now(), &mut |f| out.push(f.to_vec()))
             .unwrap();
         out
     }
@@ -112,7 +112,7 @@ impl Evil {
         let mut delivered = 0;
         let r = self
             .back
-            .process_tx(64, Instant::now(), &mut |_| delivered += 1);
+            .process_tx(64, clock::now(), &mut |_| delivered += 1);
         (r, delivered)
     }
 
@@ -345,16 +345,16 @@ fn read_only_grant_posted_for_receive_disconnects() {
     })
     .unwrap();
     e.rx.push_requests();
-    assert!(e.back.enqueue_rx(&[0xffu8; 60], Instant::now()));
+    assert!(e.back.enqueue_rx(&[0xffu8; 60], clock::now()));
     assert_eq!(
-        e.back.process_rx(Instant::now()),
+        e.back.process_rx(clock::now()),
         Err(VifError::BadGrant(GrantStatus::GeneralError))
     );
     // The frame whose copy failed was not delivered: an rx error, not an rx packet.
     let c = e.back.counters();
     assert_eq!((c.rx_packets, c.rx_bytes, c.rx_errors), (0, 0, 1));
     // Frames queued for a disconnected vif are counted, not lost silently.
-    assert!(!e.back.enqueue_rx(&[0xffu8; 60], Instant::now()));
+    assert!(!e.back.enqueue_rx(&[0xffu8; 60], clock::now()));
     assert_eq!(e.back.counters().rx_dropped_disconnected, 1);
 }
 
@@ -370,7 +370,7 @@ fn a_first_slot_shorter_than_an_ethernet_header_is_assembled_and_delivered() {
     let mut got = Vec::new();
     let r = e
         .back
-        .process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()));
+        .process_tx(64, clock::now(), &mut |f| got.push(f.to_vec()));
     assert_eq!(r, Ok(1));
     assert_eq!(e.statuses(), [NETIF_RSP_OKAY; 2]);
     let page: Vec<u8> = (0..PAGE_SIZE).map(|i| i as u8).collect();
@@ -382,7 +382,7 @@ fn a_first_slot_shorter_than_an_ethernet_header_is_assembled_and_delivered() {
     got.clear();
     let r = e
         .back
-        .process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()));
+        .process_tx(64, clock::now(), &mut |f| got.push(f.to_vec()));
     assert_eq!(r, Ok(1));
     assert_eq!(got, vec![page[..60].to_vec()]);
     assert_eq!(e.statuses(), [NETIF_RSP_OKAY; 2]);

@@ -6,12 +6,12 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::time::Instant;
 
 use xennet_dom0::dataplane::Dataplane;
 use xennet_dom0::testing::{connect_pair, domains, enable_ctrl, Back, Front, Side};
 use xennet_netback::vif::RX_QUEUE_BYTES;
 use xennet_netfront::Features;
+use xennet_platform::clock;
 use xennet_ring::DomId;
 
 struct Counting;
@@ -94,14 +94,14 @@ fn traffic(front: &mut Front, back: &mut Back, frames: &[Vec<u8>]) -> usize {
         while got < batch.len() {
             let (n, _) = front.send_batch(batch[sent..].iter().copied());
             sent += n;
-            back.process_tx(256, Instant::now(), &mut |x| {
+            back.process_tx(256, clock::now(), &mut |x| {
                 got += usize::from(x == f.as_slice());
             })
             .unwrap();
             front.poll_tx().unwrap();
         }
         arrived += got;
-        let now = Instant::now();
+        let now = clock::now();
         // As many as the queue's byte bound holds at a time (eight of 64 KiB).
         let fits = (RX_QUEUE_BYTES / f.len()).min(32);
         let (mut queued, mut got) = (0, 0);

@@ -3,7 +3,7 @@
 //! refuses the messages leaves the device on grant copy, and hostile control requests
 //! or responses are refused or end only that device.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xennet_dom0::testing::{
     connect_pair, domains, echo_once, enable_ctrl, round_trip_matrix, rx_all, tx_all, Back, Front,
@@ -11,6 +11,7 @@ use xennet_dom0::testing::{
 };
 use xennet_netback::vif::{CtrlRing, VifError, STATIC_GRANTS_PER_QUEUE};
 use xennet_netfront::{Features, FrontError, LinkState, HASH_KEY, HASH_MAPPING_SIZE};
+use xennet_platform::clock;
 use xennet_ring::netif::{
     ctrl_status, ctrl_type, hash_input, hash_type, toeplitz_hash, CtrlGref, CtrlRequest,
     CtrlResponse,
@@ -139,18 +140,18 @@ fn toeplitz_settings_steer_each_flow_to_the_queue_of_the_frontends_table() {
         seen[q] = true;
         // Backend -> guest: queued on the table's queue.
         let before: Vec<usize> = back.queues_mut().iter().map(|q| q.rx_queued()).collect();
-        assert!(back.enqueue_rx(&f, Instant::now()));
+        assert!(back.enqueue_rx(&f, clock::now()));
         let after: Vec<usize> = back.queues_mut().iter().map(|q| q.rx_queued()).collect();
         assert_eq!(after[q], before[q] + 1, "port {port}");
         // Guest -> backend: the frontend sends the flow on the same queue.
         let sent: Vec<u64> = back.queue_counters().iter().map(|c| c.tx_packets).collect();
         front.send(&f).unwrap();
-        back.process_tx(64, Instant::now(), &mut |_| {}).unwrap();
+        back.process_tx(64, clock::now(), &mut |_| {}).unwrap();
         let now: Vec<u64> = back.queue_counters().iter().map(|c| c.tx_packets).collect();
         assert_eq!(now[q], sent[q] + 1, "port {port}");
     }
     assert_eq!(seen, [true; 4], "64 flows cover every queue");
-    back.process_rx(Instant::now()).unwrap();
+    back.process_rx(clock::now()).unwrap();
     let mut n = 0;
     front.receive(1000, |_, _| n += 1).unwrap();
     assert_eq!(n, 64);
@@ -209,7 +210,7 @@ fn a_backend_that_refuses_the_messages_leaves_the_device_on_grant_copy() {
     let f = tcp_frame(1514, 1, 2, 3);
     front.send(&f).unwrap();
     let mut got = Vec::new();
-    back.process_tx(64, Instant::now(), &mut |x| got.push(x.to_vec()))
+    back.process_tx(64, clock::now(), &mut |x| got.push(x.to_vec()))
         .unwrap();
     assert_eq!(got, [f]);
     assert_eq!(back.counters().mapped_slots, 0);
@@ -417,6 +418,6 @@ fn hostile_control_requests_are_refused_and_change_nothing() {
     );
     assert_eq!(back.broken(), Some(e));
     assert_eq!(back.counters().fatal_errors, 1);
-    assert!(back.process_tx(64, Instant::now(), &mut |_| {}).is_err());
+    assert!(back.process_tx(64, clock::now(), &mut |_| {}).is_err());
     back.close();
 }

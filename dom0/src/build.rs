@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use smoltcp::time::Instant;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::bridge::BridgeConfig;
 use xennet_switch::capture::{CaptureError, PcapSink};
 use xennet_switch::config::{Topology, TopologyError, UplinkSpec};
@@ -143,7 +143,7 @@ pub fn driver_domain_for(t: &Topology) -> Result<DriverDomain, BuildError> {
         mode: d.mode,
         bridge: BridgeConfig {
             name: d.bridge.clone(),
-            ageing: smoltcp::time::Duration::from_secs(d.ageing_secs),
+            ageing: Duration::from_secs(d.ageing_secs),
             ..BridgeConfig::default()
         },
         router: RouterConfig {

@@ -10,10 +10,9 @@
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant as StdInstant};
 
-use smoltcp::time::Instant;
 use xennet_netback::vif::VifCounters;
+use xennet_ring::time::{Duration, Instant};
 use xennet_ring::Port;
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::domain::DriverDomain;
@@ -51,7 +50,7 @@ pub struct VifPort<P: DriverPlatform = Side> {
     /// Kicks in a row that found no work.
     spurious: u32,
     /// Its channels are masked until then (throttled).
-    masked_until: Option<StdInstant>,
+    masked_until: Option<Instant>,
     /// Its counters when the current pass began (taken only when it kicked us).
     pass_start: VifCounters,
 }
@@ -73,7 +72,6 @@ pub struct Plane<P: DriverPlatform = Side> {
     pub vifs: Vec<VifPort<P>>,
     /// Counters of vifs that were removed.
     pub departed: Vec<(String, VifCounters)>,
-    epoch: StdInstant,
     /// The switch's deliveries of one pass (kept, so a pass allocates nothing).
     deliveries: Vec<(PortId, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
@@ -88,7 +86,7 @@ impl<P: DriverPlatform> VifPort<P> {
     /// control request, no packet starting to wait for rate credit) is spurious; [`SPURIOUS_LIMIT`] of them in a row
     /// mask its channels for [`THROTTLE`] (counted), as Linux's late-EOI handling
     /// throttles an event storm (XSA-332).
-    fn note_pass(&mut self, platform: &P, now: StdInstant) {
+    fn note_pass(&mut self, platform: &P, now: Instant) {
         if !std::mem::take(&mut self.woken) {
             return;
         }
@@ -137,7 +135,6 @@ impl<P: DriverPlatform> Plane<P> {
     /// A data plane over a switch; vifs are added as guests connect.
     pub fn new(side: P, dd: DriverDomain) -> Self {
         Plane {
-            epoch: side.now(),
             side,
             dd,
             vifs: Vec::new(),
@@ -171,14 +168,10 @@ impl<P: DriverPlatform> Plane<P> {
         Ok(plane)
     }
 
-    /// The switch clock (what ageing timers count against).
+    /// The data plane's clock (the platform's), which the vifs' and the switch's
+    /// timers count against.
     pub fn now(&self) -> Instant {
-        self.switch_time(self.side.now())
-    }
-
-    /// `at` on the switch clock.
-    fn switch_time(&self, at: StdInstant) -> Instant {
-        Instant::from_micros(at.saturating_duration_since(self.epoch).as_micros() as i64)
+        self.side.now()
     }
 
     /// Attach a connected vif to its switch port.
@@ -212,8 +205,7 @@ impl<P: DriverPlatform> Plane<P> {
     /// One pass: guest transmit into the switch, endpoints and timers, switch output
     /// into the guests' receive rings. Returns whether anything moved.
     pub fn run_once(&mut self) -> bool {
-        let snow = self.side.now();
-        let now = self.switch_time(snow);
+        let now = self.side.now();
         let mut moved = false;
         let mut broken = Vec::new();
         // Guest frames go straight from netback's assembly buffer into the switch;
@@ -226,7 +218,7 @@ impl<P: DriverPlatform> Plane<P> {
             if v.woken {
                 v.pass_start = v.vif.counters();
             }
-            let r = v.vif.process_tx(TX_BUDGET, snow, &mut |f| {
+            let r = v.vif.process_tx(TX_BUDGET, now, &mut |f| {
                 moved = true;
                 dd.input(
                     now,
@@ -253,7 +245,7 @@ impl<P: DriverPlatform> Plane<P> {
             moved = true;
             let spare = match self.vifs.iter_mut().find(|v| v.port == egress) {
                 // The buffer moves into the vif's queue; a spare comes back.
-                Some(v) => v.vif.enqueue_rx_owned(f, snow).1,
+                Some(v) => v.vif.enqueue_rx_owned(f, now).1,
                 None => f,
             };
             if self.spare.len() < 256 {
@@ -262,11 +254,11 @@ impl<P: DriverPlatform> Plane<P> {
         }
         self.deliveries = out;
         for v in &mut self.vifs {
-            match v.vif.process_rx(snow) {
+            match v.vif.process_rx(now) {
                 Ok(n) => moved |= n > 0,
                 Err(_) => broken.push(v.port),
             }
-            v.note_pass(&self.side, snow);
+            v.note_pass(&self.side, now);
         }
         for port in broken {
             self.remove_vif(port);
@@ -282,9 +274,9 @@ impl<P: DriverPlatform> Plane<P> {
     /// unmasked first (their pending kicks then wake us at once).
     pub fn wait(&mut self, limit: Duration) {
         self.watch_fds();
-        let snow = self.side.now();
+        let now = self.side.now();
         for v in &mut self.vifs {
-            if v.masked_until.is_some_and(|t| t <= snow) {
+            if v.masked_until.is_some_and(|t| t <= now) {
                 v.masked_until = None;
                 v.spurious = 0;
                 for p in &v.events {
@@ -299,21 +291,15 @@ impl<P: DriverPlatform> Plane<P> {
         if work {
             return;
         }
-        let snow = self.side.now();
-        let now = self.switch_time(snow);
+        let now = self.side.now();
         let mut sleep = limit;
         if let Some(at) = self.dd.poll_at(now) {
-            // smoltcp's difference of instants is unsigned: an overdue timer is due now.
-            let d = if at > now {
-                (at - now).total_micros()
-            } else {
-                0
-            };
-            sleep = sleep.min(Duration::from_micros(d));
+            // An overdue timer is due now.
+            sleep = sleep.min(at.saturating_duration_since(now));
         }
         for v in &self.vifs {
             for at in v.vif.poll_at().into_iter().chain(v.masked_until) {
-                sleep = sleep.min(at.saturating_duration_since(snow));
+                sleep = sleep.min(at.saturating_duration_since(now));
             }
         }
         self.woken.clear();

@@ -7,7 +7,7 @@
 //!   through `/dev/xen/gntdev` and `/dev/xen/evtchn` (`xennet up --platform xenlinux`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xennet_netback::vif::Vif;
 use xennet_netback::xenbus::{BackendDevice, FrontendParams, XenbusError};
@@ -15,6 +15,7 @@ use xennet_platform::shm::{Domain, GrantOps};
 use xennet_platform::xenlinux::{self, GntDev, GntDevMapping, LocalPages, XenLinuxError};
 use xennet_platform::EventChannelOps;
 use xennet_ring::grant::GnttabCopy;
+use xennet_ring::time::Instant;
 use xennet_ring::{
     DomId, Frame, FrameAlloc, GrantCopy, GrantMap, GrantRef, GrantStatus, LocalMemory, MemoryError,
     Port,
@@ -42,10 +43,10 @@ pub trait DriverPlatform {
     fn events(&self) -> &Self::Events;
 
     /// The time the data plane goes by (its timers: rate credit, receive ageing,
-    /// throttling, the switch's ageing). The monotonic clock; a test platform can
-    /// play one.
+    /// throttling, the switch's ageing). The monotonic clock
+    /// ([`xennet_platform::clock::now`]); a test platform can play one.
     fn now(&self) -> Instant {
-        Instant::now()
+        xennet_platform::clock::now()
     }
 
     /// Block until an event is pending on some bound port or `timeout` passes;

@@ -5,10 +5,11 @@
 //! domain uses [`Side`] for its own domain.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xennet_netback::vif::{CtrlRing, NetbackQueue, QueueSetup, Vif, VifError};
 use xennet_netfront::{Features, FrontConfig, FrontError, Netfront};
+use xennet_platform::clock;
 use xennet_platform::shm::{Domain, EventChannels, GrantOps, PeerDomain, ShmError};
 use xennet_ring::{DomId, Port};
 
@@ -106,7 +107,7 @@ pub fn connect_pair(
         .collect();
     let mut front = Netfront::new(guest.domain.clone(), FrontConfig::new(bid, mac), kicks)
         .map_err(WireError::Front)?;
-    let now = Instant::now();
+    let now = clock::now();
     let mut qs = Vec::new();
     for (refs, (_, bp)) in front.queue_refs().into_iter().zip(&ports) {
         let setup = QueueSetup {
@@ -155,7 +156,7 @@ pub fn enable_ctrl(
 /// The echo backend of the round-trip tests: every frame the guest transmits is queued
 /// back to it on the same vif. Returns frames moved (either way).
 pub fn echo_once(back: &mut Back, scratch: &mut Vec<Vec<u8>>) -> Result<usize, VifError> {
-    let now = Instant::now();
+    let now = clock::now();
     let n = back.process_tx(256, now, &mut |f| scratch.push(f.to_vec()))?;
     for f in scratch.drain(..) {
         back.enqueue_rx(&f, now);

@@ -1,36 +1,30 @@
-//! The guest's IP stack: smoltcp over any `phy::Device` (netfront in a guest process),
-//! answering ping, serving a TCP echo port and a tiny HTTP endpoint, and able to ping
-//! and connect out.
+//! The guest's IP stack: the switch's smoltcp [`Host`] over any `phy::Device`
+//! (netfront in a guest process), answering ping, serving a TCP echo port and a tiny
+//! HTTP endpoint, and able to ping and connect out; this module adds the blocking
+//! client calls a guest program makes (ping with a report, a TCP exchange).
 //!
-//! Echo requests are answered through the ICMP socket, not smoltcp's automatic reply,
-//! so a reply waits for ARP like a Linux guest's (in route mode the asker is behind
-//! the router's proxy ARP and was never resolved here; an automatic reply would be
-//! dropped, losing the first echo).
-//!
-//! smoltcp rate-limits address resolution for the whole interface: after one ARP
-//! request it sends no other for a second, whichever address it is for, so a ping to
-//! a second neighbour right after the first waited a second for its ARP. The stack
-//! therefore asks for the next hop itself when a ping or a connection starts; smoltcp
-//! learns the reply (it fills its cache from any ARP reply aimed at it).
+//! The host answers echo requests through its ICMP socket, not smoltcp's automatic
+//! reply, so a reply waits for ARP like a Linux guest's (in route mode the asker is
+//! behind the router's proxy ARP and was never resolved here; an automatic reply
+//! would be dropped, losing the first echo). A ping or a connection first asks for
+//! its next hop itself ([`Host::resolve`]), round smoltcp's interface-wide ARP rate
+//! limit.
 
 use std::time::{Duration, Instant as StdInstant};
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities};
-use smoltcp::socket::{icmp, tcp};
-use smoltcp::time::Instant;
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
-    Ipv4Cidr,
-};
-use xennet_switch::uplink::host::EchoRequest;
+use smoltcp::phy::Device;
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+use xennet_platform::clock;
+use xennet_switch::host::{Host, HostConfig, HostError, Http, Services, TcpEcho};
 
 /// TCP port of the echo service every guest serves.
 pub const ECHO_PORT: u16 = 7;
 /// TCP port of the HTTP endpoint every guest serves.
 pub const HTTP_PORT: u16 = 80;
 const ICMP_IDENT: u16 = 0x58e7;
+/// Socket buffers of the echo service and of connections out, each way.
+const TCP_BUFFER: usize = 64 * 1024;
 
 /// Errors of the guest's client operations.
 #[derive(Debug, thiserror::Error)]
@@ -100,273 +94,92 @@ impl std::fmt::Display for PingReport {
 
 /// A guest's network stack over a device.
 pub struct GuestStack<D: Device> {
-    /// The device (netfront) under the stack.
-    pub device: D,
-    iface: Interface,
-    sockets: SocketSet<'static>,
-    echo: SocketHandle,
-    http: SocketHandle,
-    icmp: SocketHandle,
-    epoch: StdInstant,
-    banner: String,
+    host: Host<D>,
     next_port: u16,
-    me: (EthernetAddress, Ipv4Address),
-    cidr: Ipv4Cidr,
-    gateway: Option<Ipv4Address>,
-    echo_requests: Vec<EchoRequest>,
-    /// Frame buffers the interceptor reuses.
-    spare: Vec<Vec<u8>>,
-    held: Option<Vec<u8>>,
-}
-
-/// Echo requests waiting for an answer; more are ignored (like a flooded host).
-const ECHO_BACKLOG: usize = 64;
-
-/// The device as smoltcp sees it: echo requests to us are taken out on the way in.
-struct Intercept<'a, D> {
-    inner: &'a mut D,
-    me: (EthernetAddress, Ipv4Address),
-    requests: &'a mut Vec<EchoRequest>,
-    spare: &'a mut Vec<Vec<u8>>,
-    /// A received frame waiting for a transmit token (smoltcp takes both together).
-    held: &'a mut Option<Vec<u8>>,
-}
-
-impl<D: Device> Device for Intercept<'_, D> {
-    /// A frame passed on; its buffer goes back to the pool once consumed.
-    type RxToken<'b>
-        = xennet_netfront::phy::RxToken<'b>
-    where
-        Self: 'b;
-    type TxToken<'b>
-        = D::TxToken<'b>
-    where
-        Self: 'b;
-
-    fn receive(&mut self, t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        if self.held.is_none() {
-            loop {
-                let (rx, _) = self.inner.receive(t)?;
-                let me = self.me;
-                let mut buf = self.spare.pop().unwrap_or_default();
-                let req = phy::RxToken::consume(rx, |f| match EchoRequest::parse(f, me.0, me.1) {
-                    Some(req) => Some(req),
-                    None => {
-                        buf.clear();
-                        buf.extend_from_slice(f);
-                        None
-                    }
-                });
-                match req {
-                    Some(req) => {
-                        self.spare.push(buf);
-                        if self.requests.len() < ECHO_BACKLOG {
-                            self.requests.push(req);
-                        }
-                    }
-                    None => {
-                        *self.held = Some(buf);
-                        break;
-                    }
-                }
-            }
-        }
-        // No room to answer right now: the frame stays held for the next poll.
-        let tx = self.inner.transmit(t)?;
-        let buf = self.held.take()?;
-        Some((xennet_netfront::phy::RxToken::new(buf, self.spare), tx))
-    }
-
-    fn transmit(&mut self, t: Instant) -> Option<Self::TxToken<'_>> {
-        self.inner.transmit(t)
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.inner.capabilities()
-    }
-}
-
-fn now(epoch: StdInstant) -> Instant {
-    Instant::from_micros(epoch.elapsed().as_micros() as i64)
-}
-
-fn tcp_socket(size: usize) -> tcp::Socket<'static> {
-    tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; size]),
-        tcp::SocketBuffer::new(vec![0; size]),
-    )
 }
 
 impl<D: Device> GuestStack<D> {
     /// Bring up a stack with `mac`, address `cidr` and an optional default gateway;
     /// `banner` is what the HTTP endpoint serves.
+    ///
+    /// # Panics
+    ///
+    /// If `mac` is not a unicast address, as smoltcp's interface does
+    /// ([`try_new`](Self::try_new) returns the error instead).
     pub fn new(
-        mut device: D,
+        device: D,
         mac: [u8; 6],
         cidr: Ipv4Cidr,
         gateway: Option<Ipv4Address>,
         banner: &str,
     ) -> Self {
-        let epoch = StdInstant::now();
-        let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        let mut iface = Interface::new(config, &mut device, now(epoch));
-        iface.update_ip_addrs(|addrs| {
-            // A fresh interface has room for its first address.
-            let _ = addrs.push(IpCidr::Ipv4(cidr));
-        });
-        if let Some(gw) = gateway {
-            // Only fails when the route table is full; it is empty here.
-            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        match Self::try_new(device, mac, cidr, gateway, banner) {
+            Ok(stack) => stack,
+            Err(e) => panic!("guest stack: {e}"),
         }
-        let mut sockets = SocketSet::new(Vec::new());
-        let echo = sockets.add(tcp_socket(64 * 1024));
-        let http = sockets.add(tcp_socket(4 * 1024));
-        let icmp = sockets.add(icmp::Socket::new(
-            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0; 16 * 1024]),
-            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 16], vec![0; 16 * 1024]),
-        ));
-        let mut stack = GuestStack {
-            device,
-            iface,
-            sockets,
-            echo,
-            http,
-            icmp,
-            epoch,
-            banner: banner.to_string(),
-            next_port: 49152,
-            me: (EthernetAddress(mac), cidr.address()),
-            cidr,
-            gateway,
-            echo_requests: Vec::new(),
-            spare: Vec::new(),
-            held: None,
-        };
-        stack.listen();
-        // Bind cannot fail for a fresh socket with a non-zero ident.
-        let _ = stack
-            .sockets
-            .get_mut::<icmp::Socket>(stack.icmp)
-            .bind(icmp::Endpoint::Ident(ICMP_IDENT));
-        stack
     }
 
-    fn listen(&mut self) {
-        let echo = self.sockets.get_mut::<tcp::Socket>(self.echo);
-        if !echo.is_open() {
-            let _ = echo.listen(ECHO_PORT);
-        }
-        let http = self.sockets.get_mut::<tcp::Socket>(self.http);
-        if !http.is_open() {
-            let _ = http.listen(HTTP_PORT);
-        }
+    /// [`new`](Self::new), or why the stack cannot be built.
+    pub fn try_new(
+        device: D,
+        mac: [u8; 6],
+        cidr: Ipv4Cidr,
+        gateway: Option<Ipv4Address>,
+        banner: &str,
+    ) -> Result<Self, HostError> {
+        let cfg = HostConfig {
+            mac: EthernetAddress(mac),
+            addr: cidr,
+            gateway,
+            tcp_echo_port: None,
+            udp_echo_port: None,
+            seed: 0,
+        };
+        let services = Services {
+            tcp_echo: Some(TcpEcho {
+                port: ECHO_PORT,
+                sockets: 1,
+                buffer: TCP_BUFFER,
+            }),
+            udp_echo: None,
+            http: Some(Http {
+                port: HTTP_PORT,
+                banner: banner.to_string(),
+            }),
+            icmp_ident: ICMP_IDENT,
+            icmp_buffer: 16 * 1024,
+            tcp_buffer: TCP_BUFFER,
+        };
+        let host = Host::over(device, cfg, services, clock::now())?;
+        Ok(GuestStack {
+            host,
+            next_port: 49152,
+        })
     }
 
     /// Run the stack once: move frames, serve the echo and HTTP ports.
     pub fn poll(&mut self) {
-        let t = now(self.epoch);
-        self.poll_iface(t);
-        self.serve();
-        self.poll_iface(now(self.epoch));
+        self.host.run_once(clock::now());
     }
 
-    fn poll_iface(&mut self, t: Instant) {
-        let mut dev = Intercept {
-            inner: &mut self.device,
-            me: self.me,
-            requests: &mut self.echo_requests,
-            spare: &mut self.spare,
-            held: &mut self.held,
-        };
-        self.iface.poll(t, &mut dev, &mut self.sockets);
+    /// The host under the client calls.
+    pub fn host_mut(&mut self) -> &mut Host<D> {
+        &mut self.host
     }
 
     /// The device under the stack.
     pub fn device_mut(&mut self) -> &mut D {
-        &mut self.device
+        self.host.device_mut()
     }
 
-    /// Sends an ARP request for the next hop towards `target` (itself when on-link,
-    /// else the gateway), bypassing smoltcp's interface-wide ARP rate limit. Nothing
-    /// is sent when the device has no room; smoltcp then resolves as usual.
-    fn resolve(&mut self, target: Ipv4Address) {
-        let hop = if self.cidr.contains_addr(&target) {
-            target
-        } else {
-            match self.gateway {
-                Some(gw) => gw,
-                None => return,
-            }
-        };
-        let arp = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Request,
-            source_hardware_addr: self.me.0,
-            source_protocol_addr: self.me.1,
-            target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: hop,
-        };
-        let eth = EthernetRepr {
-            src_addr: self.me.0,
-            dst_addr: EthernetAddress::BROADCAST,
-            ethertype: EthernetProtocol::Arp,
-        };
-        let Some(tx) = self.device.transmit(now(self.epoch)) else {
-            return;
-        };
-        let len = eth.buffer_len() + arp.buffer_len();
-        phy::TxToken::consume(tx, len, |buf| {
-            let mut frame = EthernetFrame::new_unchecked(buf);
-            eth.emit(&mut frame);
-            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-        });
+    /// The device, the stack dropped.
+    pub fn into_device(self) -> D {
+        self.host.into_device()
     }
 
     /// How long the stack may sleep before it must be polled again.
     pub fn poll_delay(&mut self) -> Option<Duration> {
-        self.iface
-            .poll_delay(now(self.epoch), &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()))
-    }
-
-    fn serve(&mut self) {
-        let icmp = self.sockets.get_mut::<icmp::Socket>(self.icmp);
-        for req in self.echo_requests.drain(..) {
-            // A full socket buffer loses the reply, as a flooded host would.
-            let _ = req.answer(icmp);
-        }
-        let echo = self.sockets.get_mut::<tcp::Socket>(self.echo);
-        // Move everything that fits now: one small chunk per poll starved a bulk
-        // transfer (a wake-up per 2 KiB).
-        let mut buf = [0u8; 4096];
-        while echo.can_recv() && echo.can_send() {
-            let room = echo.send_capacity() - echo.send_queue();
-            let want = room.min(buf.len());
-            match echo.recv_slice(&mut buf[..want]) {
-                Ok(n) if n > 0 => {
-                    let _ = echo.send_slice(&buf[..n]);
-                }
-                _ => break,
-            }
-        }
-        if !echo.may_recv() && echo.may_send() {
-            echo.close();
-        }
-        let banner = self.banner.clone();
-        let http = self.sockets.get_mut::<tcp::Socket>(self.http);
-        if http.can_recv() {
-            let mut buf = [0u8; 1024];
-            let n = http.recv_slice(&mut buf).unwrap_or(0);
-            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].ends_with(b"\n\n") {
-                let body = format!("{banner}\n");
-                let reply = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = http.send_slice(reply.as_bytes());
-                http.close();
-            }
-        }
-        self.listen();
+        self.host.poll_delay(clock::now())
     }
 
     /// Drive the stack until `done` says so or `timeout` passes; `wait` blocks for at
@@ -416,43 +229,21 @@ impl<D: Device> GuestStack<D> {
             ..Default::default()
         };
         let mut sent_at: Vec<Option<StdInstant>> = vec![None; count as usize];
-        self.resolve(target);
+        self.host.resolve(clock::now(), target);
         for seq in 0..count {
             let payload = [0xa5u8; 56];
-            let repr = Icmpv4Repr::EchoRequest {
-                ident: ICMP_IDENT,
-                seq_no: seq,
-                data: &payload,
-            };
-            let mut buf = vec![0u8; repr.buffer_len()];
-            repr.emit(
-                &mut Icmpv4Packet::new_unchecked(&mut buf),
-                &ChecksumCapabilities::default(),
-            );
-            let sock = self.sockets.get_mut::<icmp::Socket>(self.icmp);
-            if sock.send_slice(&buf, IpAddress::Ipv4(target)).is_ok() {
+            if self.host.send_echo_request(target, seq, &payload).is_ok() {
                 sent_at[seq as usize] = Some(StdInstant::now());
                 report.transmitted += 1;
             }
             let last = seq + 1 == count;
             let window = if last { timeout } else { interval };
-            let icmp_h = self.icmp;
             self.drive(window, wait, |s| {
-                let sock = s.sockets.get_mut::<icmp::Socket>(icmp_h);
-                while let Ok((data, _from)) = sock.recv() {
-                    if let Ok(pkt) = Icmpv4Packet::new_checked(data) {
-                        if let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
-                            Icmpv4Repr::parse(&pkt, &ChecksumCapabilities::default())
-                        {
-                            if ident == ICMP_IDENT {
-                                if let Some(Some(t)) =
-                                    sent_at.get_mut(seq_no as usize).map(|t| t.take())
-                                {
-                                    report.rtts.push(t.elapsed());
-                                    report.received += 1;
-                                }
-                            }
-                        }
+                // The host's ICMP socket takes only replies with our identifier.
+                for reply in s.host.drain_echo_replies() {
+                    if let Some(Some(t)) = sent_at.get_mut(reply.seq as usize).map(|t| t.take()) {
+                        report.rtts.push(t.elapsed());
+                        report.received += 1;
                     }
                 }
                 last && report.received == report.transmitted
@@ -474,24 +265,22 @@ impl<D: Device> GuestStack<D> {
         wait: &mut dyn FnMut(Duration),
     ) -> Result<Vec<u8>, StackError> {
         let peer = format!("{target}:{port}");
-        let handle = self.sockets.add(tcp_socket(64 * 1024));
         self.next_port = if self.next_port >= 65000 {
             49152
         } else {
             self.next_port + 1
         };
         let local = self.next_port;
-        self.resolve(target);
-        let cx = self.iface.context();
-        self.sockets
-            .get_mut::<tcp::Socket>(handle)
-            .connect(cx, (IpAddress::Ipv4(target), port), local)
+        self.host.resolve(clock::now(), target);
+        let handle = self
+            .host
+            .tcp_connect((target, port), local)
             .map_err(|e| StackError::Connect(peer.clone(), e.to_string()))?;
         let mut sent = 0usize;
         let mut got = Vec::new();
         let mut closed = false;
         let finished = self.drive(timeout, wait, |s| {
-            let sock = s.sockets.get_mut::<tcp::Socket>(handle);
+            let sock = s.host.socket_mut::<tcp::Socket>(handle);
             if sock.can_send() && sent < payload.len() {
                 sent += sock.send_slice(&payload[sent..]).unwrap_or(0);
             }
@@ -511,12 +300,12 @@ impl<D: Device> GuestStack<D> {
                 sent == payload.len() && got.len() >= payload.len()
             }
         });
-        self.sockets.get_mut::<tcp::Socket>(handle).close();
+        self.host.socket_mut::<tcp::Socket>(handle).close();
         // Let the FIN go out before the socket is dropped.
         let _ = self.drive(Duration::from_millis(50), wait, |s| {
-            !s.sockets.get::<tcp::Socket>(handle).is_active()
+            !s.host.socket_mut::<tcp::Socket>(handle).is_active()
         });
-        self.sockets.remove(handle);
+        self.host.remove_socket(handle);
         if finished {
             Ok(got)
         } else if closed {

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use xennet_platform::clock;
+
 pub use crate::side::*;
 
 /// Drive both ends in this thread until the backend has taken every frame of
@@ -16,7 +18,7 @@ pub fn tx_all(front: &mut Front, back: &mut Back, frames: &[Vec<u8>]) -> Vec<Vec
             next += 1;
         }
         if back
-            .process_tx(64, Instant::now(), &mut |f| got.push(f.to_vec()))
+            .process_tx(64, clock::now(), &mut |f| got.push(f.to_vec()))
             .is_err()
             || front.poll_tx().is_err()
             || got.len() == frames.len()
@@ -33,10 +35,10 @@ pub fn rx_all(front: &mut Front, back: &mut Back, frames: &[Vec<u8>]) -> Vec<Vec
     let mut got = Vec::new();
     let mut next = 0;
     for _ in 0..10_000 {
-        while next < frames.len() && back.enqueue_rx(&frames[next], Instant::now()) {
+        while next < frames.len() && back.enqueue_rx(&frames[next], clock::now()) {
             next += 1;
         }
-        if back.process_rx(Instant::now()).is_err()
+        if back.process_rx(clock::now()).is_err()
             || front.receive(64, |f, _| got.push(f.to_vec())).is_err()
             || got.len() == frames.len()
         {

@@ -2,8 +2,8 @@
 //! its switch with smoltcp hosts standing in for guests, on the switch's own clock:
 //! who answers whom, and what its `brctl` views print.
 
-use smoltcp::time::{Duration, Instant};
 use xennet_dom0::build::{driver_domain, DD_IP, SIM_IP};
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::brctl;
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::domain::DriverDomain;

@@ -5,7 +5,7 @@
 //! counted reason, never panic, and never hand over a frame over 65535 bytes.
 #![no_main]
 
-use std::time::Instant;
+use xennet_platform::clock;
 
 use libfuzzer_sys::fuzz_target;
 use xennet_dom0::testing::Side;
@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let (Ok(gp), now) = (domu.events.alloc_unbound(DomId(0)), Instant::now()) else {
+    let (Ok(gp), now) = (domu.events.alloc_unbound(DomId(0)), clock::now()) else {
         return;
     };
     let Ok(bp) = dom0.events.bind_interdomain(DomId(7), gp) else {

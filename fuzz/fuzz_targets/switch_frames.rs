@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     if let Some(p) = dd.fabric().port_id("peth0") {
         ports.push(p);
     }
-    let mut now = smoltcp::time::Instant::ZERO;
+    let mut now = xennet_ring::time::Instant::ZERO;
     let mut delivered = 0usize;
     let mut out = |_: PortId, f: &[u8]| {
         assert!(!f.is_empty());
@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
     // Records: [port, ms, len_lo, len_hi, frame...].
     while rest.len() >= 4 && !ports.is_empty() {
         let port = ports[usize::from(rest[0]) % ports.len()];
-        now += smoltcp::time::Duration::from_millis(u64::from(rest[1]) * 16);
+        now += core::time::Duration::from_millis(u64::from(rest[1]) * 16);
         let len = (usize::from(rest[2]) | usize::from(rest[3]) << 8).min(rest.len() - 4);
         let frame = &rest[4..4 + len];
         rest = &rest[4 + len..];

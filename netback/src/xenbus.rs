@@ -13,7 +13,7 @@
 //! Linux refuses it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xennet_platform::shm::{Domain, EventChannels, EventPort, GrantOps};
 use xennet_platform::EventChannelOps;
@@ -331,7 +331,7 @@ impl BackendDevice {
         let mut bound: Vec<Port> = Vec::new();
         let mut queues = Vec::new();
         let mut ctrl = None;
-        let now = Instant::now();
+        let now = xennet_platform::clock::now();
         let result = (|| -> Result<(), XenbusError> {
             for q in &params.queues {
                 let tx = bind(q.tx_port)?;

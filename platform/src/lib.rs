@@ -12,6 +12,7 @@
 //! XenStore is its own crate, `xennet-xenstore`.
 #![warn(missing_docs)]
 
+pub mod clock;
 mod event;
 pub mod shm;
 #[cfg(all(feature = "xen", target_arch = "x86_64"))]

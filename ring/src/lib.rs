@@ -29,6 +29,7 @@ pub mod memory;
 pub mod netif;
 pub mod page;
 pub mod sring;
+pub mod time;
 pub mod xenbus;
 pub mod xenstore;
 

@@ -250,10 +250,7 @@ fn attach(
 impl Guest {
     fn into_front(self) -> ShmFront {
         match self {
-            Guest::Smoltcp(stack) => {
-                let GuestStack { device, .. } = *stack;
-                device.into_inner()
-            }
+            Guest::Smoltcp(stack) => stack.into_device().into_inner(),
             Guest::Tap(front) => front,
         }
     }

@@ -77,7 +77,7 @@ pub(super) fn pump_tap<P, N>(
     N: Notify,
 {
     let until = Instant::now() + limit;
-    let now = smoltcp::time::Instant::ZERO;
+    let now = xennet_ring::time::Instant::ZERO;
     while Instant::now() < until {
         let mut moved = false;
         tap.poll(now, &mut |f| {

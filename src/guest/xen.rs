@@ -236,17 +236,14 @@ fn ctrl_line(front: &Front) -> Option<String> {
 impl Guest {
     fn front(&mut self) -> &Front {
         match self {
-            Guest::Smoltcp(st) => st.device.netfront(),
+            Guest::Smoltcp(st) => st.device_mut().netfront(),
             Guest::Tap(f) => f,
         }
     }
 
     fn into_front(self) -> Front {
         match self {
-            Guest::Smoltcp(st) => {
-                let GuestStack { device, .. } = *st;
-                device.into_inner()
-            }
+            Guest::Smoltcp(st) => st.into_device().into_inner(),
             Guest::Tap(f) => *f,
         }
     }

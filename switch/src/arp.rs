@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use smoltcp::time::{Duration, Instant};
+use xennet_ring::time::{Duration, Instant};
 
 use super::PortId;
 use crate::wire::{Ipv4Address, MacAddr};

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 
 use super::{Fabric, PortId};
 use crate::wire::{MacAddr, MacFmt};
@@ -77,7 +77,7 @@ pub fn showmacs(fabric: &Fabric, bridge_name: &str, now: Instant) -> Result<Stri
     }
     for (mac, e) in bridge.entries(now) {
         let no = port_no(bridge, e.port);
-        let age = (now - e.updated).total_millis() / 10;
+        let age = u64::try_from((now - e.updated).as_millis()).unwrap_or(u64::MAX) / 10;
         rows.push((mac, no, false, age));
     }
     rows.sort_by_key(|r| r.0 .0);

@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetFrame, EthernetProtocol};
+use xennet_ring::time::{Duration, Instant};
 
 use super::{Disposition, DropReason, Output, PortId, PortKind, PortTable};
 use crate::wire::{ipv4_checked, is_dhcp_request, is_link_local_group, is_valid_source, MacAddr};

@@ -7,7 +7,7 @@
 //! endpoint has anything more to say (bounded, so two chatty endpoints cannot spin).
 //!
 //! ```
-//! use smoltcp::time::Instant;
+//! use xennet_ring::time::Instant;
 //! use xennet_switch::domain::DriverDomain;
 //! use xennet_switch::{Collect, Fabric, FabricConfig, PortConfig, PortKind};
 //! use xennet_switch::uplink::host::{Host, HostConfig};
@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 
 use super::{Disposition, Fabric, Output, PortId};
 use crate::capture::Captures;

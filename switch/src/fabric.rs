@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 
 use super::bridge::{Bridge, BridgeConfig};
 use super::route::{Router, RouterConfig};

@@ -24,7 +24,7 @@
 //! counted per port (rx/tx packets and bytes, drops by [`DropReason`]).
 //!
 //! ```
-//! use smoltcp::time::Instant;
+//! use xennet_ring::time::Instant;
 //! use xennet_switch::{Fabric, FabricConfig, PortConfig, PortId, PortKind};
 //!
 //! let mut fabric = Fabric::new(FabricConfig::default()).unwrap();
@@ -49,6 +49,7 @@ mod counters;
 pub mod domain;
 mod error;
 mod fabric;
+pub mod host;
 pub mod nat;
 mod port;
 pub mod route;

@@ -18,8 +18,8 @@
 
 use std::collections::HashMap;
 
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpProtocol;
+use xennet_ring::time::{Duration, Instant};
 
 use super::DropReason;
 use crate::wire::checksum::{get16, put16, update16, update32};

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetProtocol, IpProtocol};
+use xennet_ring::time::Instant;
 use xennet_switch::wire::Ipv4Address;
 use xennet_switch::{Collect, Disposition, DropReason, Fabric, FabricConfig, Mode, PortConfig};
 use xennet_switch::{PortId, PortKind};

@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::EthernetProtocol;
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::bridge::BridgeConfig;
 use xennet_switch::wire::MacAddr;
 use xennet_switch::{

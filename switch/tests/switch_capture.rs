@@ -8,7 +8,7 @@ use std::process::Command;
 use common::*;
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 use xennet_switch::capture::{CaptureSpec, PcapSink};
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::uplink::host::{Host, HostConfig};
@@ -194,7 +194,7 @@ fn a_running_capture_is_on_disk_after_every_pass_not_only_at_exit() {
     );
     let mut out = Collect::default();
     for n in 1..=3usize {
-        let t = Instant::from_secs(n as i64);
+        let t = Instant::from_secs(n as u64);
         dd.input(t, a, &frame, &mut out);
         dd.poll(t, &mut out);
         // The sink is still open: what a reader (tail -f | tshark -r -) sees now.

@@ -5,11 +5,11 @@
 mod common;
 
 use common::*;
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     EthernetProtocol, Icmpv4Packet, IpAddress, IpProtocol, Ipv4Address, Ipv4Packet, TcpControl,
     TcpPacket, UdpPacket,
 };
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::uplink::host::Host;
 use xennet_switch::{
     Collect, Disposition, DropReason, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind,

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{ArpOperation, EthernetProtocol, IpProtocol};
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::wire::build::{arp_frame, Arp};
 use xennet_switch::wire::{Ipv4Address, MacAddr};
 use xennet_switch::{

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::Ipv4Address;
 use smoltcp::wire::{EthernetProtocol, Icmpv4Packet, IpProtocol, Ipv4Packet};
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::uplink::host::{EchoReply, Host};
 use xennet_switch::{Collect, Disposition, DropReason, Mode, PortId};
 

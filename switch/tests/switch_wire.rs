@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use smoltcp::time::Instant;
 use smoltcp::wire::EthernetProtocol;
+use xennet_ring::time::Instant;
 use xennet_switch::wire::MacAddr;
 use xennet_switch::{
     Collect, Disposition, Fabric, FabricConfig, Mode, PortConfig, PortId, PortKind,

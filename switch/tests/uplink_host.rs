@@ -5,11 +5,11 @@
 mod common;
 
 use common::*;
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr,
     IpProtocol, Ipv4Packet,
 };
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::uplink::host::{Host, HostConfig};
 use xennet_switch::uplink::Endpoint;

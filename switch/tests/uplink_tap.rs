@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use common::*;
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::uplink::host::{Host, HostConfig};
 use xennet_switch::uplink::tap::TapDevice;
@@ -137,7 +137,7 @@ fn kernel_behind_a_tap_answers_pings_through_the_bridge() {
     dd.attach(vif, Box::new(guest_host(GUEST_IP, mac(1), DD_IP, 24)));
 
     let start = StdInstant::now();
-    let now = || Instant::from_micros(start.elapsed().as_micros() as i64);
+    let now = || Instant::from_micros(start.elapsed().as_micros() as u64);
     let mut out = Collect::default();
     let mut seq = 0;
     let mut next_ping = StdInstant::now();

@@ -4,11 +4,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use xennet_netback::xenbus::{BackendDevice, FrontendParams, QueueParams};
 use xennet_netfront::{Features, FrontConfig, Netfront};
+use xennet_platform::clock;
 use xennet_platform::shm::{Domain, EventChannels, GrantOps};
+use xennet_ring::time::{Duration, Instant};
 use xennet_ring::{DomId, Port};
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::{Fabric, FabricConfig, PortConfig, PortKind};
@@ -83,7 +84,7 @@ fn plane(rate: Option<(u64, Duration)>, after: Duration) -> (Plane<Clocked>, Fro
     };
     let (front, vif, ports) = connect_pair(&dom0, &guests[0], 0, MAC, 1, features, rate).unwrap();
     let dd = DriverDomain::new(Fabric::new(FabricConfig::default()).unwrap());
-    let mut plane = Plane::new(Clocked::new(dom0, Instant::now() + after), dd);
+    let mut plane = Plane::new(Clocked::new(dom0, clock::now() + after), dd);
     let port = plane
         .dd
         .fabric_mut()
@@ -197,7 +198,7 @@ fn each_kick_is_counted_on_the_queue_whose_channel_it_came_through() {
         gso_tcpv4: false,
     });
     let dd = DriverDomain::new(Fabric::new(FabricConfig::default()).unwrap());
-    let mut plane = Plane::new(Clocked::new(dom0, Instant::now()), dd);
+    let mut plane = Plane::new(Clocked::new(dom0, clock::now()), dd);
     let port = plane
         .dd
         .fabric_mut()
@@ -238,9 +239,9 @@ struct SocketUplink {
 }
 
 impl xennet_switch::uplink::Endpoint for SocketUplink {
-    fn receive(&mut self, _now: smoltcp::time::Instant, _frame: &[u8]) {}
+    fn receive(&mut self, _now: Instant, _frame: &[u8]) {}
 
-    fn poll(&mut self, _now: smoltcp::time::Instant, _tx: &mut dyn FnMut(&[u8])) {
+    fn poll(&mut self, _now: Instant, _tx: &mut dyn FnMut(&[u8])) {
         use std::io::Read;
         let mut buf = [0u8; 64];
         while let Ok(n) = self.sock.read(&mut buf) {
@@ -251,7 +252,7 @@ impl xennet_switch::uplink::Endpoint for SocketUplink {
         }
     }
 
-    fn poll_at(&mut self, _now: smoltcp::time::Instant) -> Option<smoltcp::time::Instant> {
+    fn poll_at(&mut self, _now: Instant) -> Option<Instant> {
         None
     }
 

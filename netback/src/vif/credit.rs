@@ -3,7 +3,7 @@
 //! stops taking requests until the next refill (the frontend's requests wait in its
 //! ring, so nothing is dropped).
 
-use std::time::{Duration, Instant};
+use xennet_ring::time::{Duration, Instant};
 
 /// A vif's transmit credit.
 #[derive(Clone, Copy, Debug)]
@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn credit_refills_per_interval_and_never_wedges_big_frames() {
-        let t0 = Instant::now();
+        let t0 = xennet_platform::clock::now();
         let mut c = Credit::new(Some((3000, Duration::from_millis(10))), t0);
         assert!(c.take(1500, t0));
         assert!(c.take(1500, t0));

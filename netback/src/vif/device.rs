@@ -1,6 +1,6 @@
 //! A vif: one frontend device's queues.
 
-use std::time::Instant;
+use xennet_ring::time::Instant;
 
 use xennet_ring::netif::{flow_queue, CtrlGref};
 use xennet_ring::{DomId, FrameAlloc, GrantCopy, GrantMap, LocalMemory, Notify};

@@ -2,7 +2,7 @@
 //! transmit path ([`super::tx`]) and the receive path ([`super::rx`]) it owns, the
 //! staging grants both use, and the queue's counters and fatal error.
 
-use std::time::{Duration, Instant};
+use xennet_ring::time::{Duration, Instant};
 
 use xennet_ring::{
     BackRing, DomId, FrameAlloc, GrantCopy, GrantMap, GrantRef, LocalMemory, MappedPage, Notify,

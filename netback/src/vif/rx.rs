@@ -3,11 +3,11 @@
 //! it keeps mapped for us), answered in the slots of the requests they consume.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
 
 use xennet_ring::grant::{GnttabCopy, GnttabCopyPtr};
 use xennet_ring::memory::write_mapped;
 use xennet_ring::netif::{RxFlags, RxRequest, RxResponse, RX_RING_SIZE, XEN_NETIF_MAX_TX_SIZE};
+use xennet_ring::time::{Duration, Instant};
 use xennet_ring::{
     BackRing, Frame, GrantCopy, GrantMap, GrantStatus, LocalMemory, MappedPage, Notify, PAGE_SIZE,
 };

@@ -8,7 +8,7 @@
 //! [`XEN_NETIF_NR_SLOTS_MIN`] slots, fragments larger than the size left, or a packet
 //! shorter than an Ethernet header.
 
-use std::time::{Duration, Instant};
+use xennet_ring::time::{Duration, Instant};
 
 use xennet_ring::grant::{GnttabCopy, GnttabCopyPtr};
 use xennet_ring::memory::{page_aligned, read_mapped};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xennet_netback::xenbus as be;
+use xennet_platform::clock;
 use xennet_platform::shm::{Domain, PeerAccess, PeerDomain, RuntimeDir};
 use xennet_ring::DomId;
 use xennet_xenstore::{dom0_socket, XenbusState, XsClient};
@@ -128,7 +129,7 @@ pub(super) fn sink(case: &Case, side: &Side, mut vif: Back) -> io::Result<Worker
     let mut meter = Meter::new();
     let mut w = Waiter::new();
     let take = |vif: &mut Back, got: &mut u64, bad: &mut u64| -> io::Result<usize> {
-        vif.process_tx(256, Instant::now(), &mut |f| {
+        vif.process_tx(256, clock::now(), &mut |f| {
             *got += 1;
             if !intact(case, f) {
                 *bad += 1;
@@ -164,13 +165,13 @@ pub(super) fn source(case: &Case, side: &Side, mut vif: Back) -> io::Result<Work
     let mut seq = 0u64;
     let backlog = (case.batch * 2).max(64);
     let rx = |vif: &mut Back| {
-        vif.process_rx(Instant::now())
+        vif.process_rx(clock::now())
             .map_err(|e| err("netback rx")(e.to_string()))
     };
     while seq < case.packets || vif.rx_queued() > 0 {
         if seq < case.packets && vif.rx_queued() + case.batch <= backlog {
             let n = (case.packets - seq).min(case.batch as u64);
-            let now = Instant::now();
+            let now = clock::now();
             for i in 0..n {
                 fill(&mut frame, dst, src, seq + i);
                 vif.enqueue_rx(&frame, now);

@@ -1,7 +1,7 @@
 //! The router's ARP: answers for its own addresses, proxy ARP, learning, requests.
 
-use smoltcp::time::Instant;
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetProtocol};
+use xennet_ring::time::Instant;
 
 use super::{Iface, Router};
 use crate::wire::build::{arp_frame, eth_frame, Arp};

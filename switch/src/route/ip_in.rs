@@ -1,7 +1,7 @@
 //! The router's IPv4 path: local delivery, forwarding, ICMP errors, transmission.
 
-use smoltcp::time::Instant;
 use smoltcp::wire::{IpProtocol, Ipv4Packet};
+use xennet_ring::time::Instant;
 
 use super::Router;
 use crate::arp::{Enqueued, Waiting};

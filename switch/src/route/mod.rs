@@ -27,8 +27,8 @@ mod ip_in;
 
 use std::collections::BTreeMap;
 
-use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol};
+use xennet_ring::time::Instant;
 
 use super::arp::{ArpConfig, NeighbourTable};
 use super::nat::{NatConfig, NatTable};

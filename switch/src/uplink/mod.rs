@@ -2,23 +2,23 @@
 //! frame endpoints the [`DriverDomain`](crate::domain::DriverDomain) exchanges
 //! frames with.
 //!
-//! - [`host::Host`]: a small IP host on smoltcp (ARP, ICMP echo, a TCP and a UDP echo
-//!   port, ping and TCP/UDP client calls). As the `sim` uplink it is the remote host
-//!   on the physical segment (128.153.144.148, 00:04:76:35:0a:72 by default); as the
-//!   Local port it is the driver domain's own stack; tests use it as a guest.
-//!   Its echo replies wait per neighbour ([`echo::EchoResponder`]).
+//! - [`host::Host`]: a small IP host on smoltcp ([`crate::host`]: ARP, ICMP echo, a
+//!   TCP and a UDP echo port, ping and TCP/UDP client calls). As the `sim` uplink it
+//!   is the remote host on the physical segment (128.153.144.148, 00:04:76:35:0a:72
+//!   by default); as the Local port it is the driver domain's own stack; tests use it
+//!   as a guest. Its echo replies wait per neighbour ([`echo::EchoResponder`]).
 //! - [`tap::TapDevice`]: a Linux TAP device; the kernel's stack is the peer.
 //! - [`pcap::PcapReplay`]: injects the frames of a pcap file.
 #![deny(unsafe_code)]
 
-pub mod echo;
+pub use crate::host::echo;
 pub mod host;
 pub mod pcap;
 pub mod tap;
 
 use std::any::Any;
 
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 
 /// Something that exchanges whole Ethernet frames with one fabric port.
 pub trait Endpoint: Any + Send {

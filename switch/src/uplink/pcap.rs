@@ -9,7 +9,7 @@ use std::path::Path;
 
 use pcap_file::pcap::PcapReader;
 use pcap_file::DataLink;
-use smoltcp::time::{Duration, Instant};
+use xennet_ring::time::{Duration, Instant};
 
 use super::Endpoint;
 

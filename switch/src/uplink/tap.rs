@@ -12,7 +12,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 
-use smoltcp::time::Instant;
+use xennet_ring::time::Instant;
 
 use super::Endpoint;
 

@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol,
     Ipv4Packet, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
 };
+use xennet_ring::time::{Duration, Instant};
 use xennet_switch::domain::DriverDomain;
 use xennet_switch::route::RouterConfig;
 use xennet_switch::uplink::host::{Host, HostConfig};

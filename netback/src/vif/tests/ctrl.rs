@@ -1,8 +1,7 @@
 //! The control ring's faults end the vif with a counted reason, wherever they are
 //! first seen.
 
-use std::time::Instant;
-
+use xennet_platform::clock;
 use xennet_platform::shm::Domain;
 use xennet_ring::RingError;
 
@@ -28,7 +27,7 @@ fn a_control_ring_fault_first_seen_by_the_final_check_ends_the_vif_and_is_counte
     assert_eq!(vif.counters().fatal_errors, 1, "the fault is counted");
     // It sticks, and is counted once.
     assert_eq!(vif.broken(), Some(e));
-    assert_eq!(vif.process_tx(64, Instant::now(), &mut |_| {}), Err(e));
+    assert_eq!(vif.process_tx(64, clock::now(), &mut |_| {}), Err(e));
     assert_eq!(vif.final_check().err(), Some(e));
     assert_eq!(vif.counters().fatal_errors, 1);
 }

@@ -10,10 +10,10 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use xennet_platform::shm::{Domain, GrantOps, PeerDomain};
 use xennet_ring::netif::{CtrlRequest, CtrlResponse, RxRequest, RxResponse, TxRequest, TxResponse};
+use xennet_ring::time::{Duration, Instant};
 use xennet_ring::{
     BackRing, DomId, FenceSite, Frame, FrameAlloc, FrontRing, GrantAccess, GrantRef, LocalMemory,
     Notify, RingIdx, RingMemory, SharedRing, Word, PAGE_SIZE,

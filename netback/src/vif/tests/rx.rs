@@ -1,7 +1,7 @@
 //! Frames queued for a guest that posts no buffers: bounded in bytes, aged out, every
 //! drop counted.
 
-use std::time::Instant;
+use xennet_platform::clock;
 
 use super::{domains, rx_path, Frontend};
 use crate::vif::{VifCounters, RX_QUEUE_BYTES, RX_STALL};
@@ -19,7 +19,7 @@ fn a_guest_that_posts_no_buffers_gets_at_most_half_a_ring_of_pages_queued() {
     let d = domains();
     let fe = Frontend::new(&d);
     let mut rx = rx_path(&d, &fe);
-    let (mut c, t0) = (VifCounters::default(), Instant::now());
+    let (mut c, t0) = (VifCounters::default(), clock::now());
     let big = vec![0u8; 65535];
     let queued = (0..1024).filter(|_| rx.enqueue(&big, t0, &mut c)).count();
     assert_eq!(queued, BOUND / big.len(), "65535-byte frames queued");
@@ -41,7 +41,7 @@ fn frames_that_wait_too_long_age_out_counted_and_free_their_room() {
     let d = domains();
     let fe = Frontend::new(&d);
     let mut rx = rx_path(&d, &fe);
-    let (mut c, t0) = (VifCounters::default(), Instant::now());
+    let (mut c, t0) = (VifCounters::default(), clock::now());
     let big = vec![0u8; 65535];
     let queued = (0..16).filter(|_| rx.enqueue(&big, t0, &mut c)).count();
     assert!(!rx.enqueue(&big, t0, &mut c), "full");
@@ -64,7 +64,7 @@ fn frames_the_guest_takes_free_their_room() {
     let d = domains();
     let mut fe = Frontend::new(&d);
     let mut rx = rx_path(&d, &fe);
-    let (mut c, t0) = (VifCounters::default(), Instant::now());
+    let (mut c, t0) = (VifCounters::default(), clock::now());
     let big = vec![7u8; 65535];
     while rx.enqueue(&big, t0, &mut c) {}
     let queued = rx.queued();

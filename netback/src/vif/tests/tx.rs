@@ -1,9 +1,9 @@
 //! Guest transmit with rate credit: each request is read off the ring once, and the
 //! packet charged is the packet built.
 
-use std::time::{Duration, Instant};
-
+use xennet_platform::clock;
 use xennet_ring::netif::{TxRequest, NETIF_RSP_OKAY};
+use xennet_ring::time::Duration;
 
 use super::{domains, slot, tx_path, Frontend};
 use crate::vif::VifCounters;
@@ -21,7 +21,7 @@ fn a_rate_limited_packet_is_the_one_read_when_it_was_charged() {
     let d = domains();
     let mut fe = Frontend::new(&d);
     let (ring, reads) = fe.rewriting_tx(grow);
-    let t0 = Instant::now();
+    let t0 = clock::now();
     let mut tx = tx_path(&d, ring, RATE, t0);
     fe.send(&[slot(fe.data, 0, 64, 1)]);
     let (mut c, mut got) = (VifCounters::default(), Vec::new());
@@ -37,7 +37,7 @@ fn a_packet_held_for_credit_is_built_from_the_copy_taken_before_the_wait() {
     let d = domains();
     let mut fe = Frontend::new(&d);
     let (ring, reads) = fe.rewriting_tx(grow);
-    let t0 = Instant::now();
+    let t0 = clock::now();
     let mut tx = tx_path(&d, ring, RATE, t0);
     fe.send(&[slot(fe.data, 0, 64, 1), slot(fe.data, 0, 64, 2)]);
     let (mut c, mut got) = (VifCounters::default(), Vec::new());
@@ -60,7 +60,7 @@ fn an_idle_rate_limited_path_sets_no_timer_and_a_waiting_one_sleeps_until_the_re
     let d = domains();
     let mut fe = Frontend::new(&d);
     let (ring, _) = fe.rewriting_tx(|r| r);
-    let t0 = Instant::now();
+    let t0 = clock::now();
     let mut tx = tx_path(&d, ring, RATE, t0);
     // Nothing waits for credit: no timer, whatever the refill time says.
     assert_eq!(tx.next_refill(), None, "an idle queue needs no wake-up");

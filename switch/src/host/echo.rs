@@ -1,5 +1,6 @@
-//! The echo replies of a [`Host`](super::host::Host), each waiting for its own next
-//! hop.
+//! Echo requests to a [`Host`](super::Host): [`EchoRequest`], one taken out of a
+//! frame before smoltcp sees it, and [`EchoResponder`], the replies of a host on a
+//! switch port, each waiting for its own next hop.
 //!
 //! smoltcp sends an ICMP socket's packets in order and keeps the first one queued
 //! while its destination is being resolved, so a single sender that never answers
@@ -13,13 +14,85 @@
 //! Neighbours are learnt as Linux learns them: from an ARP request or reply aimed at
 //! the host's address, and refreshed by any ARP from a neighbour already known.
 
-use smoltcp::time::Instant;
-use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
+use smoltcp::socket::icmp;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Packet, Icmpv4Repr,
+    IpAddress, IpProtocol, Ipv4Packet,
+};
+use xennet_ring::time::Instant;
 
 use crate::arp::{ArpConfig, Enqueued, NeighbourTable, Waiting};
 use crate::wire::build::{arp_frame, echo_reply, eth_frame, Arp};
 use crate::wire::{ipv4_checked, is_valid_source, Ipv4Address, Ipv4Cidr, MacAddr};
 use crate::{DropReason, PortId};
+
+/// An ICMP echo request to the host, taken out of a frame before smoltcp sees it:
+/// who asked, and the request's id, sequence and data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EchoRequest {
+    /// The sender.
+    pub from: Ipv4Address,
+    /// Its identifier.
+    pub ident: u16,
+    /// Its sequence number.
+    pub seq: u16,
+    /// Its payload.
+    pub data: Vec<u8>,
+}
+
+impl EchoRequest {
+    /// `frame` if it is an ICMP echo request to `mac`/`addr` (not fragmented; IP and
+    /// ICMP checksums verified).
+    pub fn parse(frame: &[u8], mac: MacAddr, addr: Ipv4Address) -> Option<EchoRequest> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.dst_addr() != mac || eth.ethertype() != EthernetProtocol::Ipv4 {
+            return None;
+        }
+        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+        if ip.dst_addr() != addr
+            || ip.next_header() != IpProtocol::Icmp
+            || !ip.verify_checksum()
+            || ip.more_frags()
+            || ip.frag_offset() != 0
+        {
+            return None;
+        }
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+        match Icmpv4Repr::parse(&icmp, &Default::default()).ok()? {
+            Icmpv4Repr::EchoRequest {
+                ident,
+                seq_no,
+                data,
+            } => Some(EchoRequest {
+                from: ip.src_addr(),
+                ident,
+                seq: seq_no,
+                data: data.to_vec(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Queue the reply on `sock` (sent once the sender's address is resolved).
+    /// False if the socket's buffer is full.
+    pub fn answer(&self, sock: &mut icmp::Socket<'_>) -> bool {
+        let repr = Icmpv4Repr::EchoReply {
+            ident: self.ident,
+            seq_no: self.seq,
+            data: &self.data,
+        };
+        match sock.send(repr.buffer_len(), IpAddress::Ipv4(self.from)) {
+            Ok(buf) => {
+                repr.emit(
+                    &mut Icmpv4Packet::new_unchecked(buf),
+                    &smoltcp::phy::ChecksumCapabilities::default(),
+                );
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
 
 /// A host has one interface; its neighbours are kept under this id.
 const IFACE: PortId = PortId(0);
