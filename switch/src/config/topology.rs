@@ -381,12 +381,18 @@ fn guest(
         spec.devid = Some(devid);
         check_mode(dd, &vat, &spec)?;
         let others = Others {
-            dd,
-            host,
-            earlier,
+            dd: (dd.mac, dd.addr.address()),
+            host: (dd.uplink == UplinkSpec::Sim).then_some((host.mac, host.addr.address())),
+            earlier: earlier
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (i, g.domid, &g.vifs[..]))
+                .collect(),
             this: (gi, g.domid, &vifs),
         };
-        others.check_unique(&vat, &spec)?;
+        others
+            .check_unique(&spec)
+            .map_err(|c| field(&format!("{vat}.{}", c.key), &c.value, c.reason))?;
         vifs.push(spec);
     }
     Ok(GuestConfig {

@@ -2,20 +2,25 @@
 //! driver domain or with the simulated uplink host: two domains on one address each
 //! see the other's traffic, and `xennet list` shows them both there.
 
-use super::topology::{
-    field, DriverDomainConfig, GuestConfig, HostTable, TopologyError, UplinkSpec,
-};
 use super::vif::VifSpec;
 use crate::wire::{Ipv4Address, MacAddr};
 
-/// Everyone a new vif's MAC and addresses must differ from: the driver domain, the
-/// simulated uplink host (if it is the uplink), every earlier guest's vifs and the
-/// earlier vifs of its own guest (index, domain id, vifs).
+/// Everyone a new vif's MAC and addresses must differ from: the driver domain's
+/// (MAC, address), the simulated uplink host's (if it is the uplink), every earlier
+/// guest's vifs and the earlier vifs of its own guest (index, domain id, vifs).
 pub(super) struct Others<'a> {
-    pub(super) dd: &'a DriverDomainConfig,
-    pub(super) host: &'a HostTable,
-    pub(super) earlier: &'a [GuestConfig],
+    pub(super) dd: (MacAddr, Ipv4Address),
+    pub(super) host: Option<(MacAddr, Ipv4Address)>,
+    pub(super) earlier: Vec<(usize, u16, &'a [VifSpec])>,
     pub(super) this: (usize, u16, &'a [VifSpec]),
+}
+
+/// A vif's MAC or address that someone else has: its key (`mac`, `ip`), the value,
+/// and whose it is.
+pub(super) struct Clash {
+    pub(super) key: &'static str,
+    pub(super) value: String,
+    pub(super) reason: String,
 }
 
 /// Who holds a MAC or an address already.
@@ -49,12 +54,10 @@ impl Owner {
 impl Others<'_> {
     /// The first vif (earlier guests', then this guest's) for which `taken` holds.
     fn vif_with(&self, taken: impl Fn(&VifSpec) -> bool) -> Option<Owner> {
-        let (gi, domid, vifs) = self.this;
         self.earlier
             .iter()
-            .enumerate()
-            .map(|(i, g)| (i, g.domid, &g.vifs[..]))
-            .chain(std::iter::once((gi, domid, vifs)))
+            .copied()
+            .chain(std::iter::once(self.this))
             .find_map(|(guest, domid, vifs)| {
                 let vif = vifs.iter().position(&taken)?;
                 Some(Owner::Vif { guest, vif, domid })
@@ -62,9 +65,9 @@ impl Others<'_> {
     }
 
     fn mac_owner(&self, mac: MacAddr) -> Option<Owner> {
-        if mac == self.dd.mac {
+        if mac == self.dd.0 {
             Some(Owner::DriverDomain)
-        } else if mac == self.host.mac && self.dd.uplink == UplinkSpec::Sim {
+        } else if self.host.is_some_and(|h| h.0 == mac) {
             Some(Owner::UplinkHost)
         } else {
             self.vif_with(|v| v.mac == Some(mac))
@@ -72,9 +75,9 @@ impl Others<'_> {
     }
 
     fn ip_owner(&self, ip: Ipv4Address) -> Option<Owner> {
-        if ip == self.dd.addr.address() {
+        if ip == self.dd.1 {
             Some(Owner::DriverDomain)
-        } else if ip == self.host.addr.address() && self.dd.uplink == UplinkSpec::Sim {
+        } else if self.host.is_some_and(|h| h.1 == ip) {
             Some(Owner::UplinkHost)
         } else {
             self.vif_with(|v| v.ips.iter().any(|c| c.address() == ip))
@@ -83,20 +86,23 @@ impl Others<'_> {
 
     /// Refuses a vif whose MAC or an address someone else has (two domains on one
     /// address would each see the other's traffic).
-    pub(super) fn check_unique(&self, at: &str, spec: &VifSpec) -> Result<(), TopologyError> {
+    pub(super) fn check_unique(&self, spec: &VifSpec) -> Result<(), Clash> {
         if let Some(mac) = spec.mac {
             if let Some(owner) = self.mac_owner(mac) {
-                let text = crate::wire::MacFmt(mac).to_string();
-                return Err(field(&format!("{at}.mac"), &text, owner.reason("mac")));
+                return Err(Clash {
+                    key: "mac",
+                    value: crate::wire::MacFmt(mac).to_string(),
+                    reason: owner.reason("mac"),
+                });
             }
         }
         for ip in spec.ips.iter().map(|c| c.address()) {
             if let Some(owner) = self.ip_owner(ip) {
-                return Err(field(
-                    &format!("{at}.ip"),
-                    &ip.to_string(),
-                    owner.reason("ip"),
-                ));
+                return Err(Clash {
+                    key: "ip",
+                    value: ip.to_string(),
+                    reason: owner.reason("ip"),
+                });
             }
         }
         Ok(())
