@@ -234,12 +234,15 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
     ready();
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) && !up.stop {
+        let before = up.plane.vifs.len();
         let moved = up.plane.run_once();
+        // A vif the plane dropped (fatal protocol error) is closed in XenStore, with
+        // its reason, on this turn rather than at the next sweep.
+        let mut changed = up.plane.vifs.len() < before;
         while let Ok((words, reply)) = req_rx.try_recv() {
             let r = up.control(&words);
             let _ = reply.send(r);
         }
-        let mut changed = false;
         while up.xs.try_watch().is_some() {
             changed = true;
         }
@@ -286,6 +289,24 @@ fn build_switch(
         }
     }
     Ok((dd, pending_captures))
+}
+
+/// Why the vif attached to `port` left the data plane (what netback's state machine
+/// writes into the backend's `error` node), or `None` while it runs.
+fn vif_ended<P: crate::platform::DriverPlatform>(
+    plane: &crate::dataplane::Plane<P>,
+    port: PortId,
+) -> Option<String> {
+    if plane.vifs.iter().any(|v| v.port == port) {
+        return None;
+    }
+    let last = plane.departed.iter().rev().find(|d| d.port == port);
+    Some(
+        match last.and_then(|d| Some((&d.name, d.fault.as_ref()?))) {
+            Some((name, fault)) => format!("{name}: {fault}; vif disconnected"),
+            None => "vif detached".to_string(),
+        },
+    )
 }
 
 /// How long the driver domain's XenStore client waits for a restarted daemon

@@ -119,15 +119,11 @@ impl Up {
 
     pub(super) fn stats(&self, json: bool) -> String {
         if json {
-            let v: Vec<serde_json::Value> = self
-                .plane
-                .vifs
-                .iter()
-                .map(|v| serde_json::json!({"vif": v.vif.name(), "counters": v.vif.counters()}))
-                .collect();
-            return serde_json::to_string_pretty(&v).unwrap_or_default() + "\n";
+            return serde_json::to_string_pretty(&crate::stats::json(&self.plane))
+                .unwrap_or_default()
+                + "\n";
         }
-        self.plane.counters_table()
+        crate::stats::table(&self.plane)
     }
 }
 

@@ -1,0 +1,135 @@
+//! The toolstack against a running `xennet up`, across processes: what `stats`,
+//! `list`, `brctl`, `destroy`, `network-attach`/`network-detach` and the control
+//! socket's permissions show and do. Bounded in time; each test uses its own
+//! instance directory and removes it.
+
+mod support;
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use support::*;
+use xennet_dom0::{control, up};
+use xennet_netfront::xenbus::{self as fe, FrontLink, FrontOptions, ShmFront};
+use xennet_platform::shm::{Domain, EventChannels, RuntimeDir};
+use xennet_ring::DomId;
+use xennet_xenstore::{domain_socket, XsClient};
+
+/// A guest played by this test process: its domain's files in the instance
+/// directory (so this process owns domain `domid`), created through the control
+/// socket and connected through XenStore.
+struct HandGuest {
+    domain: Domain,
+    front: ShmFront,
+    link: FrontLink,
+    _events: Arc<EventChannels>,
+}
+
+fn hand_guest(dir: &Path, domid: u16) -> HandGuest {
+    let rt = RuntimeDir::new(dir).unwrap();
+    let domain = Domain::create(&rt, DomId(domid), 1024, 1024).unwrap();
+    let events = EventChannels::new(&domain, Some(rt));
+    control::request(dir, &["create", &domid.to_string()]).unwrap();
+    let xs = XsClient::connect(domain_socket(&up::xenstore_dir(dir), domid)).unwrap();
+    let (front, link) = fe::connect(&xs, &domain, &events, &FrontOptions::default()).unwrap();
+    HandGuest {
+        domain,
+        front,
+        link,
+        _events: events,
+    }
+}
+
+/// Domain 0's view of a node.
+fn read(dir: &Path, path: &str) -> Option<String> {
+    XsClient::connect(up::xenstore_dir(dir).join("socket"))
+        .ok()?
+        .try_read_string(path)
+        .ok()
+        .flatten()
+}
+
+/// `stats --json`'s entry for one vif.
+fn vif_stats(dir: &Path, vif: &str) -> Option<serde_json::Value> {
+    let out = control::request(dir, &["stats", "--json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["vifs"]
+        .as_array()?
+        .iter()
+        .find(|e| e["vif"] == vif)
+        .cloned()
+}
+
+/// Publishes a tx `req_prod` far past the ring (XSA-39 class) by writing the shared
+/// ring page through the domain's memory file (docs/shm-layout.md): the backend
+/// must disconnect the vif.
+fn break_the_tx_ring(dir: &Path, g: &mut HandGuest) {
+    let domid = g.domain.domid().0;
+    let files = dir.join("domain").join(domid.to_string());
+    let gref = g.front.queue_refs()[0].tx_ring_ref.0;
+    let mut gnttab = std::fs::File::open(files.join("gnttab")).unwrap();
+    gnttab
+        .seek(SeekFrom::Start(u64::from(gref) * 8 + 4))
+        .unwrap();
+    let mut frame = [0u8; 4];
+    gnttab.read_exact(&mut frame).unwrap();
+    let at = u64::from(u32::from_le_bytes(frame)) * 4096;
+    let mut memory = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(files.join("memory"))
+        .unwrap();
+    memory.seek(SeekFrom::Start(at)).unwrap();
+    let mut req_prod = [0u8; 4];
+    memory.read_exact(&mut req_prod).unwrap();
+    let bogus = u32::from_le_bytes(req_prod).wrapping_add(1000);
+    memory.seek(SeekFrom::Start(at)).unwrap();
+    memory.write_all(&bogus.to_le_bytes()).unwrap();
+    g.front.kick_all();
+}
+
+/// Issue 17 item 9: a fatal protocol error is observable (the departed vif's final
+/// counters and reason in `stats`, the specific reason in the backend's `error`
+/// node), and the backend that started the disconnect reaches Closed once the
+/// frontend has closed.
+#[test]
+fn a_fatal_error_stays_readable_and_the_backend_reaches_closed() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    let mut g = hand_guest(&inst.dir, 7);
+    let be = "/local/domain/0/backend/vif/7/0";
+    assert_eq!(
+        read(&inst.dir, &format!("{be}/state")).as_deref(),
+        Some("4")
+    );
+    break_the_tx_ring(&inst.dir, &mut g);
+    wait_for("the backend to close the device", || {
+        read(&inst.dir, &format!("{be}/state")).as_deref() == Some("5")
+    });
+    let error = read(&inst.dir, &format!("{be}/error")).unwrap_or_default();
+    assert!(
+        error.contains("frontend broke the ring"),
+        "error node: {error}"
+    );
+    let s = vif_stats(&inst.dir, "vif7.0").expect("the departed vif is in stats --json");
+    assert_eq!(s["state"], "departed", "{s}");
+    assert_eq!(s["counters"]["fatal_errors"], 1, "{s}");
+    assert!(
+        s["fault"]
+            .as_str()
+            .is_some_and(|f| f.contains("frontend broke the ring")),
+        "{s}"
+    );
+    let table = control::request(&inst.dir, &["stats"]).unwrap();
+    assert!(
+        table.contains("vif7.0") && table.contains("frontend broke the ring"),
+        "{table}"
+    );
+    // The frontend answers the backend's Closing; the backend goes Closed.
+    let HandGuest { front, link, .. } = g;
+    assert_eq!(link.close(front), 0, "grants still held by the backend");
+    wait_for("the backend to reach Closed", || {
+        read(&inst.dir, &format!("{be}/state")).as_deref() == Some("6")
+    });
+}
