@@ -12,8 +12,9 @@ use cli::demo::{demo, DemoArgs};
 use cli::guest::{cli_guest, GuestArgs};
 use cli::soak::{cli_soak, SoakArgs};
 use cli::toolstack::{
-    cli_introduce, cli_xenstored, xenstore_ls, BrctlArgs, DestroyArgs, IntroduceArgs, StatsArgs,
-    XenstoredArgs, XsLsArgs,
+    cli_introduce, cli_xenstored, network_attach, network_detach, xenstore_ls, BrctlArgs,
+    DestroyArgs, IntroduceArgs, NetworkAttachArgs, NetworkDetachArgs, StatsArgs, XenstoredArgs,
+    XsLsArgs,
 };
 use cli::up::{cli_up, UpArgs};
 use cli::{control, DirArg};
@@ -49,8 +50,14 @@ enum Command {
     Brctl(BrctlArgs),
     /// Print the XenStore tree (like xenstore-ls) of a running driver domain.
     XenstoreLs(XsLsArgs),
-    /// Destroy a guest's devices (what `xl destroy` does to its vifs).
+    /// Destroy a guest domain: its vif is closed in order and removed, the domain
+    /// released; the guest sees it go and exits (what `xl destroy` does).
     Destroy(DestroyArgs),
+    /// Give a guest without a vif one (what `xl network-attach` does).
+    NetworkAttach(NetworkAttachArgs),
+    /// Take a guest's vif away in order, keeping the domain (what `xl network-detach`
+    /// does); the guest waits for a vif to be attached again.
+    NetworkDetach(NetworkDetachArgs),
     /// Stop the driver domain (guests see their backend close).
     Down(DirArg),
     /// Run the XenStore daemon alone: DIR/socket for domain 0.
@@ -99,6 +106,8 @@ fn main() -> ExitCode {
         }
         Command::XenstoreLs(a) => xenstore_ls(&a),
         Command::Destroy(a) => control(&a.dir.dir(), &["destroy", &a.domid.to_string()]),
+        Command::NetworkAttach(a) => network_attach(&a),
+        Command::NetworkDetach(a) => network_detach(&a),
         Command::Down(a) => control(&a.dir(), &["down"]),
         Command::Xenstored(a) => cli_xenstored(&a),
         Command::XenstoreIntroduce(a) => cli_introduce(&a),

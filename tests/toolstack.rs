@@ -133,3 +133,99 @@ fn a_fatal_error_stays_readable_and_the_backend_reaches_closed() {
         read(&inst.dir, &format!("{be}/state")).as_deref() == Some("6")
     });
 }
+
+/// Runs `xennet ARGS --dir DIR` to completion.
+fn xennet(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(EXE)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// Issue 17 item 4: `destroy` ends the guest's devices for good, as `xl destroy`
+/// does: the guest sees its backend go and its domain destroyed, says so and exits;
+/// it does not create itself again.
+#[test]
+fn destroy_ends_a_guests_devices_for_good() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    let g = inst.spawn_logged(&["guest", "--domid", "2"], "guest2.log");
+    inst.wait_connected(2);
+    let out = xennet(&inst.dir, &["destroy", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("domain 2 destroyed"), "{}", text(&out));
+    wait_for("guest 2 to exit", || {
+        inst.kids[g].try_wait().unwrap().is_some()
+    });
+    let log = inst.log("guest2.log");
+    assert!(
+        log.contains("guest 2: domain destroyed by the toolstack; exiting"),
+        "{log}"
+    );
+    let list = control::request(&inst.dir, &["list"]).unwrap();
+    assert!(!list.contains("guest2"), "{list}");
+    assert_eq!(
+        read(&inst.dir, "/local/domain/0/backend/vif/2/0/state"),
+        None
+    );
+}
+
+/// Issue 17 item 26: `network-detach` closes a running guest's vif in order and keeps
+/// the domain; `network-attach` gives it a vif again, which the waiting guest connects.
+#[test]
+fn network_detach_and_attach_move_a_running_guests_vif() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    let g = inst.spawn_logged(&["guest", "--domid", "2"], "guest2.log");
+    inst.wait_connected(2);
+    let out = xennet(&inst.dir, &["network-detach", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("vif2.0 detached from domain 2"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        read(&inst.dir, "/local/domain/0/backend/vif/2/0/state"),
+        None
+    );
+    assert_eq!(read(&inst.dir, "/local/domain/2/device/vif/0/state"), None);
+    let list = control::request(&inst.dir, &["list"]).unwrap();
+    assert!(list.contains("guest2"), "{list}");
+    assert!(inst.kids[g].try_wait().unwrap().is_none(), "guest 2 exited");
+    // A second vif is refused; a domain that does not exist has none to detach.
+    let out = xennet(&inst.dir, &["network-detach", "2"]);
+    assert!(text(&out).contains("domain 2 has no vif"), "{}", text(&out));
+    let out = xennet(&inst.dir, &["network-attach", "5"]);
+    assert!(text(&out).contains("no domain 5"), "{}", text(&out));
+
+    let out = xennet(
+        &inst.dir,
+        &[
+            "network-attach",
+            "2",
+            "mac=00:16:3e:00:02:22",
+            "bridge=xenbr0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("domain 2 vif attached: vif2.0 mac=00:16:3e:00:02:22"),
+        "{}",
+        text(&out)
+    );
+    let out = xennet(&inst.dir, &["network-attach", "2"]);
+    assert!(text(&out).contains("already has vif2.0"), "{}", text(&out));
+    inst.wait_connected(2);
+    let out = inst.guest(1, &["--ping", "128.153.144.206"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("3 packets transmitted, 3 received"),
+        "{}",
+        text(&out)
+    );
+    let log = inst.log("guest2.log");
+    assert!(log.contains("guest 2: vif attached again"), "{log}");
+}

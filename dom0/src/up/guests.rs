@@ -1,6 +1,7 @@
-//! What `xl create` and `xl destroy` do for a guest: introduce the domain to
-//! XenStore, add its switch port (the hotplug script's job), write both device
-//! directories; and undo it all, also for guests whose process died.
+//! What `xl create`, `xl network-attach` and `xl destroy` do for a guest: introduce
+//! the domain to XenStore, add its switch port (the hotplug script's job), write both
+//! device directories; and undo it all at once, for guests whose process died and
+//! when the driver domain stops (the orderly removal is in `removal.rs`).
 
 use std::fmt::Write as _;
 
@@ -10,9 +11,9 @@ use xennet_ring::DomId;
 use xennet_switch::capture::PcapSink;
 use xennet_switch::config::{parse_vif_spec, Script, VifSpec};
 use xennet_switch::wire::{MacAddr, MacFmt};
-use xennet_switch::{Mode, PortConfig, PortKind};
+use xennet_switch::{Mode, PortConfig, PortId, PortKind};
 
-use super::{Guest, Up};
+use super::{Guest, GuestVif, Up};
 use crate::build::{guest_addr, guest_mac, mode_name};
 use crate::control::Reply;
 use crate::nodes::VifNodes;
@@ -39,6 +40,73 @@ impl Up {
                 format!("guest{domid}"),
             ),
         };
+        let vif = self.prepare_vif(domid, &spec)?;
+        if let Err(e) = self.xs.introduce(domid, 0, 0) {
+            self.plane.dd.remove_port(vif.port);
+            return Err(format!("xenstore introduce: {e}"));
+        }
+        let written = (|| -> Result<(), xennet_xenstore::XsError> {
+            self.xs
+                .write(&format!("/local/domain/{domid}/name"), &dom_name)?;
+            self.xs
+                .write(&format!("/local/domain/{domid}/domid"), domid.to_string())
+        })();
+        if let Err(e) = written
+            .map_err(|e| e.to_string())
+            .and_then(|()| vif.write(self))
+        {
+            self.plane.dd.remove_port(vif.port);
+            let _ = self.xs.release(domid);
+            return Err(format!("xenstore: {e}"));
+        }
+        self.watch_guest(domid);
+        let out = vif.reply(self, "created");
+        self.guests.insert(
+            domid,
+            Guest {
+                dom_name,
+                vif: Some(vif.into_vif()),
+            },
+        );
+        self.reconcile();
+        Ok(out)
+    }
+
+    /// What xl network-attach does: a vif for a domain that exists and has none
+    /// (this driver domain attaches one vif per guest).
+    pub(super) fn network_attach(&mut self, domid: u16, spec: &str) -> Reply {
+        let Some(g) = self.guests.get(&domid) else {
+            return Err(format!("no domain {domid} (create it first)"));
+        };
+        if let Some(v) = &g.vif {
+            return Err(format!(
+                "domain {domid} already has {}; this driver domain attaches one vif per guest",
+                v.name
+            ));
+        }
+        if self.removing(domid) {
+            return Err(format!("domain {domid} is being destroyed"));
+        }
+        let planned = self.topo.guests.iter().find(|g| g.domid == domid);
+        let spec: VifSpec = match planned {
+            Some(g) if spec.trim().is_empty() => g.vifs.first().cloned().unwrap_or_default(),
+            _ => parse_vif_spec(spec).map_err(|e| format!("vif spec: {e}"))?,
+        };
+        let vif = self.prepare_vif(domid, &spec)?;
+        if let Err(e) = vif.write(self) {
+            self.plane.dd.remove_port(vif.port);
+            return Err(format!("xenstore: {e}"));
+        }
+        let out = vif.reply(self, "vif attached");
+        if let Some(g) = self.guests.get_mut(&domid) {
+            g.vif = Some(vif.into_vif());
+        }
+        self.reconcile();
+        Ok(out)
+    }
+
+    /// Checks a vif spec against this driver domain and adds the vif's switch port.
+    fn prepare_vif(&mut self, domid: u16, spec: &VifSpec) -> Result<NewVif, String> {
         let mode = self.topo.driver_domain.mode;
         let bridge_name = self.topo.driver_domain.bridge.clone();
         let want = match mode {
@@ -125,81 +193,66 @@ impl Up {
                 .map(|r| (r.bytes_per_interval, u64::from(r.interval_us))),
             vifname: spec.vifname.clone(),
         };
-        if let Err(e) = self.xs.introduce(domid, 0, 0) {
-            self.plane.dd.remove_port(port);
-            return Err(format!("xenstore introduce: {e}"));
-        }
-        let written = (|| -> Result<(), String> {
-            let e = |e: xennet_xenstore::XsError| e.to_string();
-            self.xs
-                .write(&format!("/local/domain/{domid}/name"), &dom_name)
-                .map_err(e)?;
-            self.xs
-                .write(&format!("/local/domain/{domid}/domid"), domid.to_string())
-                .map_err(e)?;
-            for w in nodes.writes() {
-                self.xs.write(&w.path, &w.value).map_err(e)?;
-                if let Some(p) = w.perms {
-                    self.xs.set_perms(&w.path, &p.to_perms()).map_err(e)?;
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = written {
-            self.plane.dd.remove_port(port);
-            let _ = self.xs.release(domid);
-            return Err(format!("xenstore: {e}"));
-        }
-        self.guests.insert(
-            domid,
-            Guest {
+        Ok(NewVif {
+            port,
+            nodes,
+            vif: GuestVif {
                 port,
-                dom_name,
-                name: name.clone(),
+                devid,
+                name,
                 mac,
-                ips: ips.clone(),
+                ips,
             },
-        );
-        self.reconcile();
-        let gw = match mode {
-            // The guests' gateway is the driver domain's own address.
-            Mode::Route => Some(self.topo.driver_domain.addr.address()),
-            _ => guest_addr(mode, domid).1,
-        };
-        let mut out = format!(
-            "domain {domid} created: {name} mac={} ip={}",
-            MacFmt(mac),
-            ips.iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-        if let Some(gw) = gw {
-            let _ = write!(out, " gw={gw}");
-        }
-        let _ = writeln!(out, " mode={}", mode_name(mode));
-        Ok(out)
+        })
     }
 
+    /// Ends a domain at once (its process died, or the driver domain stops): every
+    /// vif leaves the switch, the nodes go, the domain is released.
     pub(super) fn destroy(&mut self, domid: u16) -> bool {
+        if !self.guests.contains_key(&domid) {
+            return false;
+        }
+        self.forget_devices(domid, None);
         let Some(g) = self.guests.remove(&domid) else {
             return false;
         };
-        let keys: Vec<(u16, u32)> = self.devs.keys().filter(|k| k.0 == domid).copied().collect();
+        let _ = self.xs.rm(&format!("/local/domain/0/backend/vif/{domid}"));
+        let _ = self.xs.rm(&format!("/local/domain/{domid}"));
+        self.unwatch_guest(domid);
+        let _ = self.xs.release(domid);
+        self.plane.side.ops.remove_peer(DomId(domid));
+        self.plane.side.events.remove_peer(DomId(domid));
+        let vif = g.vif.as_ref().map_or("-", |v| v.name.as_str());
+        tracing::info!(domid, vif, "domain destroyed");
+        true
+    }
+
+    /// Detaches the domain's connected devices (all, or `devid`'s) and removes the
+    /// switch port of its vif.
+    pub(super) fn forget_devices(&mut self, domid: u16, devid: Option<u32>) {
+        let keys: Vec<(u16, u32)> = self
+            .devs
+            .keys()
+            .filter(|k| k.0 == domid && devid.map_or(true, |d| d == k.1))
+            .copied()
+            .collect();
         for k in keys {
             if let Some(Device::Connected(_, port)) = self.devs.remove(&k) {
                 self.plane.remove_vif(port);
             }
         }
-        self.plane.remove_vif(g.port);
-        self.plane.dd.remove_port(g.port);
-        let _ = self.xs.rm(&format!("/local/domain/0/backend/vif/{domid}"));
-        let _ = self.xs.rm(&format!("/local/domain/{domid}"));
-        let _ = self.xs.release(domid);
-        self.plane.side.ops.remove_peer(DomId(domid));
-        self.plane.side.events.remove_peer(DomId(domid));
-        tracing::info!(domid, vif = %g.name, "domain destroyed");
-        true
+        let Some(g) = self.guests.get_mut(&domid) else {
+            return;
+        };
+        if g.vif
+            .as_ref()
+            .is_some_and(|v| devid.map_or(true, |d| d == v.devid))
+        {
+            if let Some(v) = g.vif.take() {
+                self.plane.remove_vif(v.port);
+                self.plane.dd.remove_port(v.port);
+            }
+        }
     }
 
     /// Guests whose process died (kill -9): their vif leaves the switch, every
@@ -213,8 +266,76 @@ impl Up {
             .collect();
         for d in dead {
             tracing::warn!(domid = d, "guest process is gone; destroying its devices");
+            self.end_removal(d, Err(format!("domain {d}'s process is gone")));
             self.destroy(d);
             self.rt.clean_stale();
         }
+    }
+
+    /// Watches the guest's device directory, so a frontend's state changes reach
+    /// the reconcile loop at once (not at the next sweep).
+    pub(super) fn watch_guest(&self, domid: u16) {
+        let path = format!("/local/domain/{domid}/device");
+        if let Err(e) = self.xs.watch(&path, &format!("guest-{domid}")) {
+            tracing::warn!("watch {path}: {e}");
+        }
+    }
+
+    fn unwatch_guest(&self, domid: u16) {
+        let path = format!("/local/domain/{domid}/device");
+        let _ = self.xs.unwatch(&path, &format!("guest-{domid}"));
+    }
+}
+
+/// A vif whose switch port exists, before its nodes are written.
+struct NewVif {
+    port: PortId,
+    nodes: VifNodes,
+    vif: GuestVif,
+}
+
+impl NewVif {
+    /// Writes both device directories, as libxl does.
+    fn write(&self, up: &Up) -> Result<(), String> {
+        let e = |e: xennet_xenstore::XsError| e.to_string();
+        for w in self.nodes.writes() {
+            up.xs.write(&w.path, &w.value).map_err(e)?;
+            if let Some(p) = w.perms {
+                up.xs.set_perms(&w.path, &p.to_perms()).map_err(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The control reply: `domain N <what>: NAME mac=... ip=...[ gw=...] mode=...`
+    /// (guests read their address and gateway from it).
+    fn reply(&self, up: &Up, what: &str) -> String {
+        let v = &self.vif;
+        let domid = self.nodes.frontend_domid;
+        let mode = up.topo.driver_domain.mode;
+        let gw = match mode {
+            // The guests' gateway is the driver domain's own address.
+            Mode::Route => Some(up.topo.driver_domain.addr.address()),
+            _ => guest_addr(mode, domid).1,
+        };
+        let mut out = format!(
+            "domain {domid} {what}: {} mac={} ip={}",
+            v.name,
+            MacFmt(v.mac),
+            v.ips
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        if let Some(gw) = gw {
+            let _ = write!(out, " gw={gw}");
+        }
+        let _ = writeln!(out, " mode={}", mode_name(mode));
+        out
+    }
+
+    fn into_vif(self) -> GuestVif {
+        self.vif
     }
 }

@@ -21,6 +21,7 @@
 
 mod guests;
 mod reconcile;
+mod removal;
 mod views;
 pub mod xen;
 
@@ -45,7 +46,7 @@ use xennet_switch::wire::MacAddr;
 use xennet_switch::{Mode, PortId};
 use xennet_xenstore::{XenbusState, Xenstored, XsClient};
 
-use crate::control::{ControlServer, Reply};
+use crate::control::{ControlServer, Peer, Reply};
 use crate::dataplane::Dataplane;
 use crate::side::Side;
 use crate::xenstored::{XenstoredHandle, XenstoredProcess};
@@ -152,16 +153,29 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> UpError + '_ {
     move |e| UpError::Setup(format!("{what}: {e}"))
 }
 
+/// A guest domain this driver domain created.
 struct Guest {
-    port: PortId,
     /// The domain's name (`/local/domain/<id>/name`).
     dom_name: String,
+    /// Its vif (`None` after `network-detach`, until `network-attach`).
+    vif: Option<GuestVif>,
+}
+
+/// A guest's vif: its switch port and what the toolstack gave it.
+struct GuestVif {
+    port: PortId,
+    devid: u32,
     name: String,
     mac: MacAddr,
     ips: Vec<Ipv4Cidr>,
 }
 
-type Request = (Vec<String>, mpsc::Sender<Reply>);
+/// A control request: its words, who sent it, where the answer goes.
+struct Request {
+    words: Vec<String>,
+    peer: Peer,
+    reply: mpsc::Sender<Reply>,
+}
 
 struct Up {
     opts: UpOptions,
@@ -173,6 +187,7 @@ struct Up {
     devs: BTreeMap<(u16, u32), Device<PortId>>,
     guests: BTreeMap<u16, Guest>,
     pending_captures: Vec<(String, PathBuf)>,
+    removals: Vec<removal::Removal>,
     stop: bool,
 }
 
@@ -203,15 +218,14 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
         .map_err(setup("xenstore"))?;
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     let req_tx = std::sync::Mutex::new(req_tx);
-    let _server = ControlServer::start(&ctl, move |words| {
+    let _server = ControlServer::start(&ctl, move |peer, words| {
         let (tx, rx) = mpsc::channel();
-        let sent = req_tx
-            .lock()
-            .map(|s| {
-                s.send((words.iter().map(|w| w.to_string()).collect(), tx))
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let req = Request {
+            words: words.iter().map(|w| w.to_string()).collect(),
+            peer: *peer,
+            reply: tx,
+        };
+        let sent = req_tx.lock().map(|s| s.send(req).is_ok()).unwrap_or(false);
         if !sent {
             return Err("driver domain is shutting down".into());
         }
@@ -229,6 +243,7 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
         devs: BTreeMap::new(),
         guests: BTreeMap::new(),
         pending_captures,
+        removals: Vec::new(),
         stop: false,
     };
     ready();
@@ -239,9 +254,8 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
         // A vif the plane dropped (fatal protocol error) is closed in XenStore, with
         // its reason, on this turn rather than at the next sweep.
         let mut changed = up.plane.vifs.len() < before;
-        while let Ok((words, reply)) = req_rx.try_recv() {
-            let r = up.control(&words);
-            let _ = reply.send(r);
+        while let Ok(req) = req_rx.try_recv() {
+            up.request(req);
         }
         while up.xs.try_watch().is_some() {
             changed = true;
@@ -258,6 +272,11 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
                 up.reap_dead_guests();
             }
             up.reconcile();
+            if !up.removals.is_empty() {
+                up.check_removals();
+            }
+        } else if up.removal_due() {
+            up.check_removals();
         }
         if sweep {
             last_sweep = Instant::now();
@@ -327,6 +346,9 @@ impl Up {
             Ok(xs) => {
                 tracing::info!("xenstore: connected again");
                 self.xs = xs;
+                for d in self.guests.keys() {
+                    self.watch_guest(*d);
+                }
             }
             Err(e) => tracing::warn!("xenstore: still unreachable: {e}"),
         }
@@ -341,6 +363,7 @@ impl Up {
                     let _ = dev.dev().set_state(&self.xs, XenbusState::Closing);
                 }
             }
+            self.end_removal(d, Err("the driver domain is stopping".into()));
             self.destroy(d);
         }
         let _ = self.plane.dd.captures_mut().flush();

@@ -26,7 +26,12 @@ impl Attach for Attacher<'_> {
 
     fn attach(&mut self, xs: &XsClient, d: &BackendDevice) -> Result<PortId, String> {
         let fe = d.frontend_id;
-        let Some(port) = self.guests.get(&fe.0).map(|g| g.port) else {
+        let Some(port) = self
+            .guests
+            .get(&fe.0)
+            .and_then(|g| g.vif.as_ref())
+            .map(|v| v.port)
+        else {
             return Err(
                 "no switch port for this domain (not created through the toolstack)".into(),
             );

@@ -8,25 +8,52 @@ use xennet_switch::wire::MacFmt;
 use xennet_switch::{brctl, Mode};
 use xennet_xenstore::XenbusState;
 
-use super::Up;
+use super::removal::Then;
+use super::{Request, Up};
 use crate::build::mode_name;
 use crate::control::Reply;
 
 impl Up {
-    pub(super) fn control(&mut self, words: &[String]) -> Reply {
-        let w: Vec<&str> = words.iter().map(String::as_str).collect();
-        match w.as_slice() {
+    /// One control request: answered now, or (`destroy`, `network-detach`) when the
+    /// device has closed (`removal.rs`).
+    pub(super) fn request(&mut self, req: Request) {
+        let w: Vec<&str> = req.words.iter().map(String::as_str).collect();
+        tracing::debug!(pid = ?req.peer.pid, "control request {w:?}");
+        let removal = match w.as_slice() {
+            ["destroy", domid] => Some((domid, None, Then::Destroy)),
+            ["network-detach", domid] => Some((domid, None, Then::Detach)),
+            ["network-detach", domid, devid] => Some((domid, Some(*devid), Then::Detach)),
+            _ => None,
+        };
+        let Some((domid, devid, then)) = removal else {
+            let r = self.control(&w);
+            let _ = req.reply.send(r);
+            return;
+        };
+        let target = guest_id(domid).and_then(|d| match devid {
+            None => Ok((d, None)),
+            Some(n) => n
+                .parse::<u32>()
+                .map(|n| (d, Some(n)))
+                .map_err(|_| format!("bad device id {n:?}")),
+        });
+        match target {
+            Ok((domid, devid)) => self.start_removal(domid, devid, then, req.reply),
+            Err(e) => {
+                let _ = req.reply.send(Err(e));
+            }
+        }
+    }
+
+    fn control(&mut self, w: &[&str]) -> Reply {
+        match w {
             ["create", domid, specs @ ..] => {
                 let domid = guest_id(domid)?;
                 self.create(domid, &specs.join(" "))
             }
-            ["destroy", domid] => {
+            ["network-attach", domid, specs @ ..] => {
                 let domid = guest_id(domid)?;
-                if self.destroy(domid) {
-                    Ok(format!("domain {domid} destroyed\n"))
-                } else {
-                    Err(format!("no domain {domid}"))
-                }
+                self.network_attach(domid, &specs.join(" "))
             }
             ["list"] => Ok(self.list()),
             ["stats"] => Ok(self.stats(false)),
@@ -61,8 +88,9 @@ impl Up {
                 Ok("driver domain stopping\n".into())
             }
             _ => Err(format!(
-                "unknown request {:?} (create, destroy, list, stats, brctl, info, down)",
-                words.join(" ")
+                "unknown request {:?} (create, destroy, network-attach, network-detach, \
+                 list, stats, brctl, info, down)",
+                w.join(" ")
             )),
         }
     }
@@ -96,7 +124,15 @@ impl Up {
                     )
                 })
                 .unwrap_or((XenbusState::Unknown, XenbusState::Unknown));
-            let ips = g
+            let Some(v) = &g.vif else {
+                let _ = writeln!(
+                    t,
+                    "{:<12} {:>5}  {:<10} {:<18} {:<20} -",
+                    g.dom_name, domid, "-", "-", "-"
+                );
+                continue;
+            };
+            let ips = v
                 .ips
                 .iter()
                 .map(|c| c.to_string())
@@ -107,8 +143,8 @@ impl Up {
                 "{:<12} {:>5}  {:<10} {:<18} {:<20} {:?}/{:?}",
                 g.dom_name.clone(),
                 domid,
-                g.name,
-                MacFmt(g.mac).to_string(),
+                v.name,
+                MacFmt(v.mac).to_string(),
                 ips,
                 be_s,
                 fe_s
