@@ -50,10 +50,12 @@ fn read(dir: &Path, path: &str) -> Option<String> {
         .flatten()
 }
 
-/// `stats --json`'s entry for one vif.
+/// `xennet stats --json`'s entry for one vif (asked by another process: this one
+/// may own a guest's domain, and a guest may ask only for its own devices).
 fn vif_stats(dir: &Path, vif: &str) -> Option<serde_json::Value> {
-    let out = control::request(dir, &["stats", "--json"]).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let out = xennet(dir, &["stats", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["vifs"]
         .as_array()?
         .iter()
@@ -121,7 +123,7 @@ fn a_fatal_error_stays_readable_and_the_backend_reaches_closed() {
             .is_some_and(|f| f.contains("frontend broke the ring")),
         "{s}"
     );
-    let table = control::request(&inst.dir, &["stats"]).unwrap();
+    let table = text(&xennet(&inst.dir, &["stats"]));
     assert!(
         table.contains("vif7.0") && table.contains("frontend broke the ring"),
         "{table}"
@@ -228,4 +230,48 @@ fn network_detach_and_attach_move_a_running_guests_vif() {
     );
     let log = inst.log("guest2.log");
     assert!(log.contains("guest 2: vif attached again"), "{log}");
+}
+
+/// Issue 17 item 25: domain 0's toolstack may ask anything; a guest's process (one
+/// that owns a domain's files) may ask only for its own devices.
+#[test]
+fn a_guest_may_ask_for_its_own_devices_only() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    inst.spawn(&["guest", "--domid", "2"]);
+    inst.wait_connected(2);
+    // This process becomes guest 5: it owns domain 5's files.
+    let rt = RuntimeDir::new(&inst.dir).unwrap();
+    let domain = Domain::create(&rt, DomId(5), 64, 64).unwrap();
+    let refused = |words: &[&str]| match control::request(&inst.dir, words) {
+        Err(control::ControlError::Refused(m)) => m,
+        other => panic!("{words:?} from guest 5 was not refused: {other:?}"),
+    };
+    for words in [
+        &["create", "6"][..],
+        &["destroy", "2"],
+        &["network-detach", "2"],
+        &["network-attach", "2"],
+        &["down"],
+        &["list"],
+    ] {
+        let m = refused(words);
+        assert!(
+            m.contains("domain 5 may ask only for its own devices"),
+            "{words:?}: {m}"
+        );
+    }
+    let out = control::request(&inst.dir, &["create", "5"]).unwrap();
+    assert!(out.contains("domain 5 created"), "{out}");
+    // The toolstack (another process owning no domain) still may do anything.
+    let out = xennet(&inst.dir, &["list"]);
+    assert!(
+        text(&out).contains("guest2") && text(&out).contains("guest5"),
+        "{}",
+        text(&out)
+    );
+    let out = xennet(&inst.dir, &["destroy", "5"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(control::request(&inst.dir, &["destroy", "2"]).is_err());
+    drop(domain);
 }

@@ -10,6 +10,7 @@
 //! requests.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -60,6 +61,8 @@ impl ControlServer {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
+        // This user's and root's alone; which of them are guests the handler tells.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();

@@ -19,6 +19,7 @@
 //! store, the client reconnects and its watch fires again, and the loop skips
 //! XenStore work while the daemon is away, so frames keep moving.
 
+mod access;
 mod guests;
 mod reconcile;
 mod removal;

@@ -19,6 +19,11 @@ impl Up {
     pub(super) fn request(&mut self, req: Request) {
         let w: Vec<&str> = req.words.iter().map(String::as_str).collect();
         tracing::debug!(pid = ?req.peer.pid, "control request {w:?}");
+        if let Err(e) = self.authorize(&req.peer, &w) {
+            tracing::warn!(pid = ?req.peer.pid, "control request {w:?} refused: {e}");
+            let _ = req.reply.send(Err(e));
+            return;
+        }
         let removal = match w.as_slice() {
             ["destroy", domid] => Some((domid, None, Then::Destroy)),
             ["network-detach", domid] => Some((domid, None, Then::Detach)),
