@@ -12,9 +12,9 @@ use cli::demo::{demo, DemoArgs};
 use cli::guest::{cli_guest, GuestArgs};
 use cli::soak::{cli_soak, SoakArgs};
 use cli::toolstack::{
-    cli_introduce, cli_xenstored, network_attach, network_detach, xenstore_ls, BrctlArgs,
-    DestroyArgs, IntroduceArgs, NetworkAttachArgs, NetworkDetachArgs, StatsArgs, XenstoredArgs,
-    XsLsArgs,
+    cli_introduce, cli_xenstored, network_attach, network_detach, view, xenstore_ls, BrctlArgs,
+    DestroyArgs, IntroduceArgs, ListArgs, NetworkAttachArgs, NetworkDetachArgs, StatsArgs,
+    XenstoredArgs, XsLsArgs,
 };
 use cli::up::{cli_up, UpArgs};
 use cli::{control, DirArg};
@@ -41,10 +41,11 @@ enum Command {
     /// Run a guest domain: netfront + a smoltcp stack, connected through XenStore.
     Guest(GuestArgs),
     /// Domains and their vifs with XenStore states.
-    List(DirArg),
+    List(ListArgs),
     /// The driver domain's mode, uplink, guest count and xenstored.
     Info(DirArg),
-    /// Per-vif counters.
+    /// Counters: netback's per vif (rx = what the guest sent, as Linux counts a
+    /// vif), the switch's per port with drops by reason.
     Stats(StatsArgs),
     /// Bridge views like bridge-utils: `brctl show`, `brctl showmacs xenbr0`.
     Brctl(BrctlArgs),
@@ -87,22 +88,16 @@ fn main() -> ExitCode {
         Command::Up(a) => cli_up(a),
         Command::Soak(a) => cli_soak(&a),
         Command::Guest(a) => cli_guest(a),
-        Command::List(a) => control(&a.dir(), &["list"]),
+        Command::List(a) => view(&a.dir, &["list"], a.json),
         Command::Info(a) => control(&a.dir(), &["info"]),
-        Command::Stats(a) => {
-            if a.json {
-                control(&a.dir.dir(), &["stats", "--json"])
-            } else {
-                control(&a.dir.dir(), &["stats"])
-            }
-        }
+        Command::Stats(a) => view(&a.dir, &["stats"], a.json),
         Command::Brctl(a) => {
             let mut w = vec!["brctl"];
             w.extend(a.args.iter().map(String::as_str));
             if a.args.is_empty() {
                 w.push("show");
             }
-            control(&a.dir.dir(), &w)
+            view(&a.dir, &w, a.json)
         }
         Command::XenstoreLs(a) => xenstore_ls(&a),
         Command::Destroy(a) => control(&a.dir.dir(), &["destroy", &a.domid.to_string()]),

@@ -275,3 +275,112 @@ fn a_guest_may_ask_for_its_own_devices_only() {
     assert!(control::request(&inst.dir, &["destroy", "2"]).is_err());
     drop(domain);
 }
+
+/// A frame from `src` to `dst` with an experimental EtherType.
+fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    f
+}
+
+/// `xennet ARGS --json` from another process, parsed.
+fn json_view(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = xennet(dir, &a);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Issue 17 item 13: `stats` names a vif's directions as domain 0's Linux does (rx is
+/// what the guest sent), shows the switch's drops by reason per port, and `list`,
+/// `stats` and `brctl` have a JSON form.
+#[test]
+fn stats_name_a_vifs_directions_as_linux_does_and_every_view_has_json() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    let mut g = hand_guest(&inst.dir, 7);
+    let mac = g.front.mac();
+    // Three frames to the 802.1D link-local group (never forwarded: `filtered`),
+    // two broadcasts (flooded).
+    for dst in [[0x01, 0x80, 0xc2, 0, 0, 0]; 3]
+        .into_iter()
+        .chain([[0xff; 6]; 2])
+    {
+        g.front.send(&frame(dst, mac)).unwrap();
+    }
+    wait_for("the five frames to reach the switch", || {
+        vif_stats(&inst.dir, "vif7.0").is_some_and(|s| s["rx"]["packets"] == 5)
+    });
+    let s = vif_stats(&inst.dir, "vif7.0").unwrap();
+    assert_eq!(s["state"], "connected", "{s}");
+    assert_eq!(s["rx"]["bytes"], 300, "{s}");
+    // netback's own counters keep the guest's side: its tx is the vif's rx.
+    assert_eq!(s["counters"]["tx_packets"], 5, "{s}");
+    let stats = json_view(&inst.dir, &["stats"]);
+    let port = stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"] == "vif7.0")
+        .cloned()
+        .unwrap_or_else(|| panic!("no port vif7.0 in {stats}"));
+    assert_eq!(port["kind"], "vif");
+    assert_eq!(port["rx_packets"], 5, "{port}");
+    assert_eq!(port["drops"]["filtered"], 3, "{port}");
+    assert_eq!(port["dropped"], 3, "{port}");
+    let table = text(&xennet(&inst.dir, &["stats"]));
+    let vif_line = table
+        .lines()
+        .find(|l| l.starts_with("vif7.0 ") && l.contains("connected"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cols: Vec<&str> = vif_line.split_whitespace().collect();
+    assert_eq!(
+        &cols[..5],
+        ["vif7.0", "connected", "5", "300", "0"],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("vif7.0 ") && l.ends_with("filtered=3")),
+        "{table}"
+    );
+
+    let list = json_view(&inst.dir, &["list"]);
+    let g7 = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["domid"] == 7)
+        .cloned()
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(g7["vif"], "vif7.0", "{g7}");
+    assert_eq!(g7["backend_state"], "Connected", "{g7}");
+    assert_eq!(g7["frontend_state"], "Connected", "{g7}");
+    assert_eq!(list[0]["name"], "Domain-0", "{list}");
+    let show = json_view(&inst.dir, &["brctl", "show"]);
+    assert_eq!(show[0]["bridge"], "xenbr0", "{show}");
+    assert!(
+        show[0]["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i == "vif7.0"),
+        "{show}"
+    );
+    let macs = json_view(&inst.dir, &["brctl", "showmacs", "xenbr0"]);
+    let mac_s = format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    );
+    assert!(
+        macs.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mac"] == mac_s.as_str() && m["is_local"] == false),
+        "{macs}"
+    );
+}

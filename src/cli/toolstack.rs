@@ -20,11 +20,32 @@ pub(crate) struct StatsArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(crate) dir: DirArg,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
 pub(crate) struct BrctlArgs {
     #[command(flatten)]
     pub(crate) dir: DirArg,
+    /// JSON instead of bridge-utils' text.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// `show` or `showmacs BRIDGE`.
     pub(crate) args: Vec<String>,
+}
+
+/// `list`, `stats`, `brctl ...`: a view, with `--json` last when asked.
+pub(crate) fn view(dir: &DirArg, words: &[&str], json: bool) -> ExitCode {
+    let mut w = words.to_vec();
+    if json {
+        w.push("--json");
+    }
+    control(&dir.dir(), &w)
 }
 
 #[derive(Args)]

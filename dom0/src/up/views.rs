@@ -3,9 +3,10 @@
 
 use std::fmt::Write as _;
 
+use serde_json::{json, Value};
 use xennet_switch::config::UplinkSpec;
 use xennet_switch::wire::MacFmt;
-use xennet_switch::{brctl, Mode};
+use xennet_switch::{brctl, Fabric, Mode};
 use xennet_xenstore::XenbusState;
 
 use super::removal::Then;
@@ -50,7 +51,15 @@ impl Up {
         }
     }
 
-    fn control(&mut self, w: &[&str]) -> Reply {
+    fn control(&mut self, words: &[&str]) -> Reply {
+        // The views take `--json` last.
+        let (w, json) = match words.split_last() {
+            Some((&"--json", rest)) => (rest, true),
+            _ => (words, false),
+        };
+        if json && !matches!(w.first(), Some(&"list" | &"stats" | &"brctl")) {
+            return Err("--json: only list, stats and brctl have a JSON form".into());
+        }
         match w {
             ["create", domid, specs @ ..] => {
                 let domid = guest_id(domid)?;
@@ -60,9 +69,8 @@ impl Up {
                 let domid = guest_id(domid)?;
                 self.network_attach(domid, &specs.join(" "))
             }
-            ["list"] => Ok(self.list()),
-            ["stats"] => Ok(self.stats(false)),
-            ["stats", "--json"] => Ok(self.stats(true)),
+            ["list"] => Ok(self.list(json)),
+            ["stats"] => Ok(self.stats(json)),
             ["brctl", "show"] | ["brctl"] => {
                 if self.topo.driver_domain.mode != Mode::Bridge {
                     return Err(format!(
@@ -70,11 +78,22 @@ impl Up {
                         mode_name(self.topo.driver_domain.mode)
                     ));
                 }
-                Ok(brctl::show(self.plane.dd.fabric()))
+                let fabric = self.plane.dd.fabric();
+                Ok(if json {
+                    pretty(&brctl_show_json(fabric))
+                } else {
+                    brctl::show(fabric)
+                })
             }
             ["brctl", "showmacs", br] => {
                 let now = self.plane.now();
-                brctl::showmacs(self.plane.dd.fabric(), br, now).map_err(|e| e.to_string())
+                let text =
+                    brctl::showmacs(self.plane.dd.fabric(), br, now).map_err(|e| e.to_string())?;
+                Ok(if json {
+                    pretty(&showmacs_json(&text))
+                } else {
+                    text
+                })
             }
             ["brctl", ..] => Err(BRCTL_USAGE.into()),
             ["info"] => Ok(format!(
@@ -95,29 +114,25 @@ impl Up {
             _ => Err(format!(
                 "unknown request {:?} (create, destroy, network-attach, network-detach, \
                  list, stats, brctl, info, down)",
-                w.join(" ")
+                words.join(" ")
             )),
         }
     }
 
-    pub(super) fn list(&self) -> String {
-        let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "{:<12} {:>5}  {:<10} {:<18} {:<20} state (be/fe)",
-            "Name", "ID", "vif", "mac", "ip"
-        );
-        let _ = writeln!(
-            t,
-            "{:<12} {:>5}  {:<10} {:<18} {:<20} -",
-            "Domain-0",
-            0,
-            "-",
-            MacFmt(self.topo.driver_domain.mac).to_string(),
-            self.topo.driver_domain.addr.address().to_string()
-        );
+    /// The `list` rows: domain 0, then every guest with its vif and the states of
+    /// both ends of its device.
+    fn list_rows(&self) -> Vec<ListRow> {
+        let dd = &self.topo.driver_domain;
+        let mut rows = vec![ListRow {
+            name: "Domain-0".into(),
+            domid: 0,
+            vif: None,
+            mac: Some(MacFmt(dd.mac).to_string()),
+            ips: vec![dd.addr.address().to_string()],
+            states: None,
+        }];
         for (domid, g) in &self.guests {
-            let (be_s, fe_s) = self
+            let states = self
                 .devs
                 .iter()
                 .find(|(k, _)| k.0 == *domid)
@@ -129,30 +144,67 @@ impl Up {
                     )
                 })
                 .unwrap_or((XenbusState::Unknown, XenbusState::Unknown));
-            let Some(v) = &g.vif else {
-                let _ = writeln!(
-                    t,
-                    "{:<12} {:>5}  {:<10} {:<18} {:<20} -",
-                    g.dom_name, domid, "-", "-", "-"
-                );
-                continue;
-            };
-            let ips = v
-                .ips
+            rows.push(ListRow {
+                name: g.dom_name.clone(),
+                domid: *domid,
+                vif: g.vif.as_ref().map(|v| v.name.clone()),
+                mac: g.vif.as_ref().map(|v| MacFmt(v.mac).to_string()),
+                ips: g
+                    .vif
+                    .as_ref()
+                    .map_or_else(Vec::new, |v| v.ips.iter().map(|c| c.to_string()).collect()),
+                states: g.vif.as_ref().map(|_| states),
+            });
+        }
+        rows
+    }
+
+    /// `list`: a table, or (`json`) a JSON array of
+    /// `{name, domid, vif, mac, ip: [..], backend_state, frontend_state}` (states
+    /// as netif.h names them, `null` without a device).
+    pub(super) fn list(&self, json: bool) -> String {
+        let rows = self.list_rows();
+        if json {
+            let v: Vec<Value> = rows
                 .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
+                .map(|r| {
+                    json!({
+                        "name": r.name,
+                        "domid": r.domid,
+                        "vif": r.vif,
+                        "mac": r.mac,
+                        "ip": r.ips,
+                        "backend_state": r.states.map(|s| format!("{:?}", s.0)),
+                        "frontend_state": r.states.map(|s| format!("{:?}", s.1)),
+                    })
+                })
+                .collect();
+            return pretty(&Value::Array(v));
+        }
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "{:<12} {:>5}  {:<10} {:<18} {:<20} state (be/fe)",
+            "Name", "ID", "vif", "mac", "ip"
+        );
+        for r in rows {
+            let states = match r.states {
+                Some((be, fe)) => format!("{be:?}/{fe:?}"),
+                None => "-".into(),
+            };
+            let ips = if r.ips.is_empty() {
+                "-".to_string()
+            } else {
+                r.ips.join(",")
+            };
             let _ = writeln!(
                 t,
-                "{:<12} {:>5}  {:<10} {:<18} {:<20} {:?}/{:?}",
-                g.dom_name.clone(),
-                domid,
-                v.name,
-                MacFmt(v.mac).to_string(),
-                ips,
-                be_s,
-                fe_s
+                "{:<12} {:>5}  {:<10} {:<18} {:<20} {states}",
+                r.name,
+                r.domid,
+                r.vif.as_deref().unwrap_or("-"),
+                r.mac.as_deref().unwrap_or("-"),
+                ips
             );
         }
         t
@@ -160,12 +212,64 @@ impl Up {
 
     pub(super) fn stats(&self, json: bool) -> String {
         if json {
-            return serde_json::to_string_pretty(&crate::stats::json(&self.plane))
-                .unwrap_or_default()
-                + "\n";
+            return pretty(&crate::stats::json(&self.plane));
         }
         crate::stats::table(&self.plane)
     }
+}
+
+/// One domain of `list`.
+struct ListRow {
+    name: String,
+    domid: u16,
+    vif: Option<String>,
+    mac: Option<String>,
+    ips: Vec<String>,
+    /// Backend and frontend state of its device (`None`: it has no vif).
+    states: Option<(XenbusState, XenbusState)>,
+}
+
+/// A JSON reply: pretty-printed, one newline at the end.
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
+}
+
+/// `brctl show --json`: `[{bridge, id, stp, interfaces: [..]}]`, as the text view
+/// (interfaces sorted by name).
+fn brctl_show_json(fabric: &Fabric) -> Value {
+    let Some(bridge) = fabric.bridge() else {
+        return json!([]);
+    };
+    let mut names: Vec<&str> = fabric
+        .ports()
+        .iter()
+        .map(|(_, p)| p.name.as_str())
+        .collect();
+    names.sort_unstable();
+    json!([{
+        "bridge": bridge.name(),
+        "id": brctl::bridge_id(fabric),
+        "stp": false,
+        "interfaces": names,
+    }])
+}
+
+/// `brctl showmacs BRIDGE --json`: the text view's rows as
+/// `[{port_no, mac, is_local, ageing_timer}]` (seconds).
+fn showmacs_json(text: &str) -> Value {
+    let rows: Vec<Value> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let no: u16 = f.next()?.parse().ok()?;
+            let mac = f.next()?;
+            let local = f.next()? == "yes";
+            let age: f64 = f.next()?.parse().ok()?;
+            Some(json!({"port_no": no, "mac": mac, "is_local": local, "ageing_timer": age}))
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 /// What `brctl` takes, said when it is given anything else.
