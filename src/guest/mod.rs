@@ -325,7 +325,7 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
         None => None,
     };
     let mut conn = attach(opts, stop, &domain, &events, &mut rep.text)?;
-    let mut tap_dropped = 0u64;
+    let mut pump = script::TapPump::new();
     let ev = events.clone();
     let mut wait = move |d: Duration| {
         ev.wait(Some(d));
@@ -340,14 +340,14 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                 (Guest::Smoltcp(stack), _) => {
                     stack.serve_for(Duration::from_millis(100), &mut wait)
                 }
-                (Guest::Tap(front), Some(tap)) => script::pump_tap(
+                (Guest::Tap(front), Some(tap)) => pump.pump(
+                    &format!("guest {}", opts.domid),
                     front,
                     tap,
                     &mut |d| {
                         events.wait(Some(d));
                     },
                     Duration::from_millis(100),
-                    &mut tap_dropped,
                 ),
                 (Guest::Tap(_), None) => {
                     return Err(GuestError::Setup("tap stack without a TAP".into()))
@@ -389,9 +389,9 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                             "guest {}: domain destroyed by the toolstack; exiting",
                             opts.domid
                         );
-                        return Ok(finish(opts, rep, tap_dropped, false));
+                        return Ok(finish(opts, rep, &pump, false));
                     }
-                    Removed::Stopped => return Ok(finish(opts, rep, tap_dropped, true)),
+                    Removed::Stopped => return Ok(finish(opts, rep, &pump, true)),
                 }
             }
             eprintln!(
@@ -436,7 +436,7 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     }
     let Connection { guest, link, .. } = conn;
     rep.leaked_grants += link.close(guest.into_front());
-    Ok(finish(opts, rep, tap_dropped, true))
+    Ok(finish(opts, rep, &pump, true))
 }
 
 /// The end of a guest's run: what it has to report, and (unless the toolstack
@@ -444,15 +444,11 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
 fn finish(
     opts: &GuestOptions,
     mut rep: GuestReport,
-    tap_dropped: u64,
+    pump: &script::TapPump,
     destroy: bool,
 ) -> GuestReport {
-    if tap_dropped > 0 {
-        let _ = writeln!(
-            rep.text,
-            "guest {}: {tap_dropped} TAP frames dropped (ring full)",
-            opts.domid
-        );
+    if opts.tap.is_some() {
+        let _ = writeln!(rep.text, "guest {}: {}", opts.domid, pump.line());
     }
     if rep.leaked_grants > 0 {
         let _ = writeln!(
