@@ -384,3 +384,27 @@ fn stats_name_a_vifs_directions_as_linux_does_and_every_view_has_json() {
         "{macs}"
     );
 }
+
+/// Issue 17 item 27 (the default guest address per mode, as docs/driver-domain.md
+/// states it): bridge and route give 128.153.144.(204 + domid) to domains 1..=50 and
+/// refuse a larger id without `ip=` (it overflowed the octet and panicked the driver
+/// domain before); NAT follows vif-nat's 10.<domid / 256>.<domid % 256>.1.
+#[test]
+fn default_addresses_follow_each_modes_rule_and_an_id_without_one_is_refused() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    let out = control::request(&inst.dir, &["create", "50"]).unwrap();
+    assert!(out.contains("ip=128.153.144.254/24"), "{out}");
+    let e = control::request(&inst.dir, &["create", "60"]).unwrap_err();
+    assert!(e.to_string().contains("no default address"), "{e}");
+    let out = control::request(&inst.dir, &["create", "60", "ip=128.153.144.100"]).unwrap();
+    assert!(out.contains("ip=128.153.144.100/24"), "{out}");
+    assert!(
+        control::request(&inst.dir, &["info"]).is_ok(),
+        "the driver domain died"
+    );
+    let mut nat = Instance::new();
+    nat.up(&["--mode", "nat"]);
+    let out = control::request(&nat.dir, &["create", "300"]).unwrap();
+    assert!(out.contains("ip=10.1.44.1/24 gw=10.1.44.128"), "{out}");
+}

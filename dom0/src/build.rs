@@ -54,8 +54,8 @@ pub fn guest_mac(domid: u16) -> [u8; 6] {
 }
 
 /// A guest's default address and gateway in each mode (Xen's conventions: the
-/// uplink's segment for bridge and route, `10.0.<domid>.1` behind
-/// `10.0.<domid>.128` for NAT).
+/// uplink's segment for bridge and route, `128.153.144.(204 + domid)`, defined for
+/// domains 1..=50; `10.<domid / 256>.<domid % 256>.1` behind `.128` for NAT).
 pub fn guest_addr(mode: Mode, domid: u16) -> (Ipv4Cidr, Option<Ipv4Address>) {
     match mode {
         Mode::Bridge => (
@@ -66,9 +66,10 @@ pub fn guest_addr(mode: Mode, domid: u16) -> (Ipv4Cidr, Option<Ipv4Address>) {
             Ipv4Cidr::new(Ipv4Address::new(128, 153, 144, 204 + domid as u8), 24),
             Some(DD_IP),
         ),
+        // vif-nat's scheme: 10.<domid / 256>.<domid % 256>.<devid + 1>.
         Mode::Nat => (
-            Ipv4Cidr::new(Ipv4Address::new(10, 0, domid as u8, 1), 24),
-            Some(Ipv4Address::new(10, 0, domid as u8, 128)),
+            Ipv4Cidr::new(Ipv4Address::new(10, (domid >> 8) as u8, domid as u8, 1), 24),
+            Some(Ipv4Address::new(10, (domid >> 8) as u8, domid as u8, 128)),
         ),
     }
 }

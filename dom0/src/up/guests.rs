@@ -132,16 +132,22 @@ impl Up {
         }
         let devid = u32::from(spec.devid.unwrap_or(0));
         let mac = spec.mac.unwrap_or(MacAddr(guest_mac(domid)));
-        let default = guest_addr(mode, domid).0;
+        let default = default_addr(mode, domid);
         let ips = if spec.ips.is_empty() {
-            vec![default]
+            vec![default.ok_or_else(|| {
+                format!(
+                    "vif spec: domain {domid} has no default address in {} mode \
+                     (128.153.144.204+domid is for domains 1..={MAX_DEFAULT_ADDR}); give ip=",
+                    mode_name(mode)
+                )
+            })?]
         } else {
             // xl's `ip=` names addresses; the guest's interface gets the segment's
             // prefix so its gateway is on-link (the driver domain routes /32 per guest).
             spec.ips
                 .iter()
                 .map(|c| match c.prefix_len() {
-                    32 => Ipv4Cidr::new(c.address(), default.prefix_len()),
+                    32 => Ipv4Cidr::new(c.address(), default.map_or(24, |d| d.prefix_len())),
                     _ => *c,
                 })
                 .collect()
@@ -287,6 +293,15 @@ impl Up {
     }
 }
 
+/// The last domain with a default address on the uplink's segment (bridge and
+/// route modes): 128.153.144.204 + domid stays below the broadcast address.
+const MAX_DEFAULT_ADDR: u16 = 50;
+
+/// A guest's default address, if its mode gives it one (`build::guest_addr`).
+fn default_addr(mode: Mode, domid: u16) -> Option<Ipv4Cidr> {
+    (mode == Mode::Nat || domid <= MAX_DEFAULT_ADDR).then(|| guest_addr(mode, domid).0)
+}
+
 /// A vif whose switch port exists, before its nodes are written.
 struct NewVif {
     port: PortId,
@@ -316,7 +331,8 @@ impl NewVif {
         let gw = match mode {
             // The guests' gateway is the driver domain's own address.
             Mode::Route => Some(up.topo.driver_domain.addr.address()),
-            _ => guest_addr(mode, domid).1,
+            Mode::Nat => guest_addr(mode, domid).1,
+            Mode::Bridge => None,
         };
         let mut out = format!(
             "domain {domid} {what}: {} mac={} ip={}",
