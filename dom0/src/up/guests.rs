@@ -85,7 +85,7 @@ impl Up {
             ));
         }
         if self.removing(domid) {
-            return Err(format!("domain {domid} is being destroyed"));
+            return Err(format!("domain {domid}: a removal is under way"));
         }
         let planned = self.topo.guests.iter().find(|g| g.domid == domid);
         let spec: VifSpec = match planned {
@@ -272,7 +272,10 @@ impl Up {
             .collect();
         for d in dead {
             tracing::warn!(domid = d, "guest process is gone; destroying its devices");
-            self.end_removal(d, Err(format!("domain {d}'s process is gone")));
+            self.end_removal(
+                d,
+                Ok(format!("domain {d} destroyed (its process was gone)\n")),
+            );
             self.destroy(d);
             self.rt.clean_stale();
         }
