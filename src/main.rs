@@ -12,7 +12,8 @@ use cli::demo::{demo, DemoArgs};
 use cli::guest::{cli_guest, GuestArgs};
 use cli::soak::{cli_soak, SoakArgs};
 use cli::toolstack::{
-    cli_introduce, cli_xenstored, xenstore_ls, BrctlArgs, DestroyArgs, IntroduceArgs, StatsArgs,
+    cli_introduce, cli_xenstored, network_attach, network_detach, view, xenstore_ls, BrctlArgs,
+    DestroyArgs, IntroduceArgs, ListArgs, NetworkAttachArgs, NetworkDetachArgs, StatsArgs,
     XenstoredArgs, XsLsArgs,
 };
 use cli::up::{cli_up, UpArgs};
@@ -40,17 +41,25 @@ enum Command {
     /// Run a guest domain: netfront + a smoltcp stack, connected through XenStore.
     Guest(GuestArgs),
     /// Domains and their vifs with XenStore states.
-    List(DirArg),
+    List(ListArgs),
     /// The driver domain's mode, uplink, guest count and xenstored.
     Info(DirArg),
-    /// Per-vif counters.
+    /// Counters: netback's per vif (rx = what the guest sent, as Linux counts a
+    /// vif), the switch's per port with drops by reason.
     Stats(StatsArgs),
     /// Bridge views like bridge-utils: `brctl show`, `brctl showmacs xenbr0`.
     Brctl(BrctlArgs),
     /// Print the XenStore tree (like xenstore-ls) of a running driver domain.
     XenstoreLs(XsLsArgs),
-    /// Destroy a guest's devices (what `xl destroy` does to its vifs).
+    /// Destroy a guest domain: its vifs are closed in order and removed, the domain
+    /// released; the guest sees it go and exits (what `xl destroy` does).
     Destroy(DestroyArgs),
+    /// Give a guest one more vif (what `xl network-attach` does).
+    NetworkAttach(NetworkAttachArgs),
+    /// Take one of a guest's vifs away in order, keeping the domain (what `xl
+    /// network-detach` does); a guest whose vif 0 goes waits for it to be attached
+    /// again.
+    NetworkDetach(NetworkDetachArgs),
     /// Stop the driver domain (guests see their backend close).
     Down(DirArg),
     /// Run the XenStore daemon alone: DIR/socket for domain 0.
@@ -80,25 +89,21 @@ fn main() -> ExitCode {
         Command::Up(a) => cli_up(a),
         Command::Soak(a) => cli_soak(&a),
         Command::Guest(a) => cli_guest(a),
-        Command::List(a) => control(&a.dir(), &["list"]),
+        Command::List(a) => view(&a.dir, &["list"], a.json),
         Command::Info(a) => control(&a.dir(), &["info"]),
-        Command::Stats(a) => {
-            if a.json {
-                control(&a.dir.dir(), &["stats", "--json"])
-            } else {
-                control(&a.dir.dir(), &["stats"])
-            }
-        }
+        Command::Stats(a) => view(&a.dir, &["stats"], a.json),
         Command::Brctl(a) => {
             let mut w = vec!["brctl"];
             w.extend(a.args.iter().map(String::as_str));
             if a.args.is_empty() {
                 w.push("show");
             }
-            control(&a.dir.dir(), &w)
+            view(&a.dir, &w, a.json)
         }
         Command::XenstoreLs(a) => xenstore_ls(&a),
         Command::Destroy(a) => control(&a.dir.dir(), &["destroy", &a.domid.to_string()]),
+        Command::NetworkAttach(a) => network_attach(&a),
+        Command::NetworkDetach(a) => network_detach(&a),
         Command::Down(a) => control(&a.dir(), &["down"]),
         Command::Xenstored(a) => cli_xenstored(&a),
         Command::XenstoreIntroduce(a) => cli_introduce(&a),

@@ -55,6 +55,22 @@ pub struct VifPort<P: DriverPlatform = Side> {
     pass_start: VifCounters,
 }
 
+/// Departed vifs remembered (the oldest is forgotten first).
+pub const DEPARTED_KEPT: usize = 64;
+
+/// A vif that left the data plane.
+#[derive(Clone, Debug)]
+pub struct Departed {
+    /// The switch port it was attached to.
+    pub port: PortId,
+    /// `vif<domid>.<devid>`.
+    pub name: String,
+    /// Its counters when it left.
+    pub counters: VifCounters,
+    /// The fatal protocol error that ended it (`None`: detached in order).
+    pub fault: Option<String>,
+}
+
 /// A guest for [`Plane::bridged`]: its domain, its MAC, its connected vif and that
 /// vif's backend ports.
 pub type BridgedVif<P> = (u16, [u8; 6], PlatformVif<P>, Vec<Port>);
@@ -70,8 +86,9 @@ pub struct Plane<P: DriverPlatform = Side> {
     pub dd: DriverDomain,
     /// Connected vifs.
     pub vifs: Vec<VifPort<P>>,
-    /// Counters of vifs that were removed.
-    pub departed: Vec<(String, VifCounters)>,
+    /// Vifs that were removed (the latest [`DEPARTED_KEPT`]), so their final
+    /// counters and the fault that ended them stay readable.
+    pub departed: Vec<Departed>,
     /// The switch's deliveries of one pass (kept, so a pass allocates nothing).
     deliveries: Vec<(PortId, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
@@ -196,9 +213,18 @@ impl<P: DriverPlatform> Plane<P> {
             self.side.close(*p);
         }
         let name = v.vif.name();
+        let fault = v.vif.broken().map(|e| e.to_string());
         let counters = v.vif.close();
-        tracing::info!(vif = %name, "vif disconnected");
-        self.departed.push((name, counters));
+        tracing::info!(vif = %name, fault = fault.as_deref().unwrap_or("none"), "vif disconnected");
+        if self.departed.len() >= DEPARTED_KEPT {
+            self.departed.remove(0);
+        }
+        self.departed.push(Departed {
+            port,
+            name,
+            counters,
+            fault,
+        });
         Some(counters)
     }
 
@@ -343,31 +369,10 @@ impl<P: DriverPlatform> Plane<P> {
         }
     }
 
-    /// Every connected vif's counters as a table (`xennet stats`, the demo).
+    /// The vifs' and the switch ports' counters as a table (`xennet stats`, the
+    /// demo): [`crate::stats::table`].
     pub fn counters_table(&self) -> String {
-        use std::fmt::Write as _;
-        let mut t = String::new();
-        let _ = writeln!(
-            t,
-            "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
-            "vif", "tx pkts", "tx bytes", "rx pkts", "rx bytes", "drops", "kicks in", "kicks out"
-        );
-        for v in &self.vifs {
-            let c = v.vif.counters();
-            let _ = writeln!(
-                t,
-                "{:<8} {:>9} {:>11} {:>9} {:>11} {:>7} {:>9} {:>9}",
-                v.vif.name(),
-                c.tx_packets,
-                c.tx_bytes,
-                c.rx_packets,
-                c.rx_bytes,
-                c.tx_errors + c.rx_dropped(),
-                c.notify_received,
-                c.notify_sent
-            );
-        }
-        t
+        crate::stats::table(self)
     }
 
     /// Run until `stop` is set.

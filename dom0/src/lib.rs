@@ -22,6 +22,7 @@ pub mod platform_check;
 pub mod process;
 pub mod side;
 pub mod stack;
+pub mod stats;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 pub mod up;

@@ -201,3 +201,82 @@ fn a_domain_id_without_a_default_address_is_refused_clearly_and_nat_defaults_fol
     let reply = nat.ask(&["create", "44"]).unwrap();
     assert!(reply.contains("ip=10.0.44.1/24 gw=10.0.44.128"), "{reply}");
 }
+
+/// A guest keeps several vifs through `network-attach` and `network-detach`: detach
+/// takes the vif of its devid (0 without one), attach adds the spec's devid or the
+/// lowest free one (refused if taken), `list` has a row (and a JSON object) per vif
+/// and one for a guest left without any, and `destroy` removes every vif.
+#[test]
+fn attach_and_detach_move_one_vif_of_a_guest_with_several_and_destroy_takes_all() {
+    let dd = Running::start("several", |_| {});
+    dd.ask(&["create", "3"]).expect("guest 3");
+    let reply = dd.ask(&["network-attach", "3"]).unwrap();
+    assert_eq!(
+        reply,
+        "domain 3 vif attached: vif3.1 mac=00:16:3e:5f:00:03 ip=- mode=bridge\n"
+    );
+    let reply = dd.ask(&["network-attach", "3", "devid=4,ip=128.153.144.100"]);
+    assert!(reply
+        .unwrap()
+        .contains("vif3.4 mac=00:16:3e:62:00:03 ip=128.153.144.100/24"));
+    assert_eq!(
+        dd.ask(&["network-attach", "3", "devid=1"]),
+        Err("domain 3 already has vif3.1 (devid 1)".to_string())
+    );
+    // An address in use is refused, also one of the same domain's other vifs.
+    assert_eq!(
+        dd.ask(&["network-attach", "3", "ip=128.153.144.100"]),
+        Err("domain 3: ip=128.153.144.100 is already vif3.4's (domain 3)".to_string())
+    );
+    let vifs = |dd: &Running| -> Vec<String> {
+        let list: serde_json::Value =
+            serde_json::from_str(&dd.ask(&["list", "--json"]).unwrap()).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["domid"] == 3)
+            .map(|r| r["vif"].as_str().unwrap_or("-").to_string())
+            .collect()
+    };
+    assert_eq!(vifs(&dd), ["vif3.0", "vif3.1", "vif3.4"]);
+
+    assert_eq!(
+        dd.ask(&["network-detach", "3", "2"]),
+        Err("domain 3 has no vif with devid 2".to_string())
+    );
+    assert_eq!(
+        dd.ask(&["network-detach", "3"]).unwrap(),
+        "vif3.0 detached from domain 3\n"
+    );
+    assert_eq!(vifs(&dd), ["vif3.1", "vif3.4"]);
+    // The first free devid is 0 again, and the domain's default address with it.
+    let reply = dd.ask(&["network-attach", "3"]).unwrap();
+    assert!(
+        reply.starts_with(
+            "domain 3 vif attached: vif3.0 mac=00:16:3e:5e:00:03 ip=128.153.144.207/24"
+        ),
+        "{reply}"
+    );
+    for devid in ["0", "1", "4"] {
+        dd.ask(&["network-detach", "3", devid]).unwrap();
+    }
+    assert_eq!(vifs(&dd), ["-"]);
+    let list = dd.ask(&["list"]).unwrap();
+    let row = list.lines().find(|l| l.starts_with("guest3")).unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["guest3", "3", "-", "-", "-", "-"]
+    );
+
+    dd.ask(&["network-attach", "3"]).unwrap();
+    dd.ask(&["network-attach", "3"]).unwrap();
+    assert_eq!(dd.ask(&["destroy", "3"]).unwrap(), "domain 3 destroyed\n");
+    assert!(vifs(&dd).is_empty());
+    let xs_dir = xennet_dom0::up::xenstore_dir(dd.dir());
+    let xs = xennet_xenstore::XsClient::connect(xs_dir.join("socket")).unwrap();
+    assert_eq!(
+        xs.try_read_string("/local/domain/0/backend/vif/3/1/state")
+            .unwrap(),
+        None
+    );
+}

@@ -4,10 +4,17 @@
 //! ```text
 //!   (no device)  --frontend Initialising-->  probe: features, InitWait  = Probed
 //!   Probed       --frontend Initialised-->   read rings/channels, attach = Connected
-//!   Connected    --vif died-->               error node, Closing         = Idle
+//!   Probed       --attach refused-->         error node, Closing         = Idle
+//!   Connected    --vif died-->               error node (why), Closing   = Idle
 //!   Connected    --frontend Closing/Closed-> detach, Closed              = Idle
+//!   Idle         --frontend Closing/Closed-> Closed
 //!   Idle         --frontend Initialising-->  offer again, InitWait       = Probed
 //! ```
+//!
+//! Every disconnect ends at Closed once the frontend has let go, whoever started it:
+//! after a refusal or a fatal error the backend says Closing (and why, in its `error`
+//! node, as Linux's `xenbus_dev_fatal` does) and goes Closed when the frontend answers
+//! Closing or Closed, as Linux netback follows its frontend to Closed.
 //!
 //! The machine is level-triggered: [`step`] reads the states in the store and acts on
 //! them, so a missed or coalesced watch event cannot wedge a device. Where the vif's
@@ -56,8 +63,9 @@ pub trait Attach {
     /// attach it. An error is written into the backend's `error` node.
     fn attach(&mut self, xs: &XsClient, dev: &BackendDevice) -> Result<Self::Handle, String>;
 
-    /// Whether the attached vif still runs (a fatal protocol error ends it).
-    fn alive(&self, handle: &Self::Handle) -> bool;
+    /// Why the attached vif ended (a fatal protocol error, named), or `None` while
+    /// it runs. The reason is written into the backend's `error` node.
+    fn ended(&self, handle: &Self::Handle) -> Option<String>;
 
     /// The frontend left: detach the vif and release what it held.
     fn detach(&mut self, handle: Self::Handle);
@@ -93,9 +101,9 @@ pub fn step<A: Attach>(
             _ => Device::Probed(d),
         },
         Device::Connected(d, h) => {
-            if !attach.alive(&h) {
+            if let Some(why) = attach.ended(&h) {
                 attach.detach(h);
-                d.fail(xs, "frontend broke the protocol; vif disconnected");
+                d.fail(xs, &why);
                 Device::Idle(d)
             } else if matches!(fe_state, XenbusState::Connected | XenbusState::Initialised) {
                 Device::Connected(d, h)
@@ -111,6 +119,14 @@ pub fn step<A: Attach>(
                 let _ = xs.rm(&format!("{}/error", d.path));
                 let _ = d.set_state(xs, XenbusState::InitWait);
                 Device::Probed(d)
+            }
+            // The frontend answered our Closing (a refusal, a fatal error) or left:
+            // nothing is attached, so the device is Closed.
+            XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown => {
+                if d.state(xs).ok() != Some(XenbusState::Closed) {
+                    let _ = d.set_state(xs, XenbusState::Closed);
+                }
+                Device::Idle(d)
             }
             _ => Device::Idle(d),
         },

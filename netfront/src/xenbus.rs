@@ -357,7 +357,11 @@ impl<E: EventChannelOps> FrontLink<E> {
         }
         match read_state(&self.xs, &format!("{}/state", self.backend)) {
             Ok(XenbusState::Connected) => Health::Up,
-            Ok(s) => Health::Gone(format!("backend state {s:?}")),
+            // A backend that ends the device says why in its `error` node.
+            Ok(s) => match self.xs.try_read_string(&format!("{}/error", self.backend)) {
+                Ok(Some(why)) => Health::Gone(format!("backend state {s:?}: {why}")),
+                _ => Health::Gone(format!("backend state {s:?}")),
+            },
             Err(e) => Health::Gone(e.to_string()),
         }
     }

@@ -1,5 +1,6 @@
-//! The toolstack views and tools: `stats`, `brctl`, `destroy`, `xenstore-ls`,
-//! `xenstored`, `xenstore-introduce`.
+//! The toolstack views and tools: `list`, `stats`, `brctl`, `destroy`,
+//! `network-attach`, `network-detach`, `xenstore-ls`, `xenstored`,
+//! `xenstore-introduce`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,11 +20,32 @@ pub(crate) struct StatsArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(crate) dir: DirArg,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
 pub(crate) struct BrctlArgs {
     #[command(flatten)]
     pub(crate) dir: DirArg,
+    /// JSON instead of bridge-utils' text.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// `show` or `showmacs BRIDGE`.
     pub(crate) args: Vec<String>,
+}
+
+/// `list`, `stats`, `brctl ...`: a view, with `--json` last when asked.
+pub(crate) fn view(dir: &DirArg, words: &[&str], json: bool) -> ExitCode {
+    let mut w = words.to_vec();
+    if json {
+        w.push("--json");
+    }
+    control(&dir.dir(), &w)
 }
 
 #[derive(Args)]
@@ -41,6 +63,48 @@ pub(crate) struct DestroyArgs {
     pub(crate) dir: DirArg,
     /// The guest (1..=32751).
     pub(crate) domid: u16,
+}
+
+#[derive(Args)]
+pub(crate) struct NetworkAttachArgs {
+    #[command(flatten)]
+    pub(crate) dir: DirArg,
+    /// The guest (1..=32751); it must exist.
+    pub(crate) domid: u16,
+    /// The vif, as xl takes it: `mac=...,ip=...` or `mac=... ip=...`; device
+    /// `devid=`, else the lowest the guest lacks (default: the topology file's first
+    /// vif the guest lacks, else a generated MAC).
+    pub(crate) spec: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct NetworkDetachArgs {
+    #[command(flatten)]
+    pub(crate) dir: DirArg,
+    /// The guest (1..=32751).
+    pub(crate) domid: u16,
+    /// The device (the `N` of `vifD.N`; default 0).
+    pub(crate) devid: Option<u32>,
+}
+
+/// `network-attach DOMID SPEC`: the spec's words joined into one xl spec.
+pub(crate) fn network_attach(a: &NetworkAttachArgs) -> ExitCode {
+    let domid = a.domid.to_string();
+    let spec = a.spec.join(",");
+    let mut w = vec!["network-attach", domid.as_str()];
+    if !spec.is_empty() {
+        w.push(&spec);
+    }
+    control(&a.dir.dir(), &w)
+}
+
+/// `network-detach DOMID [DEVID]`.
+pub(crate) fn network_detach(a: &NetworkDetachArgs) -> ExitCode {
+    let domid = a.domid.to_string();
+    let devid = a.devid.map(|d| d.to_string());
+    let mut w = vec!["network-detach", domid.as_str()];
+    w.extend(devid.as_deref());
+    control(&a.dir.dir(), &w)
 }
 
 #[derive(Args)]

@@ -136,6 +136,7 @@ impl GuestReport {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Assigned {
     ip: Ipv4Cidr,
     gateway: Option<Ipv4Address>,
@@ -176,6 +177,8 @@ enum Guest {
 struct Connection {
     guest: Guest,
     link: FrontLink,
+    /// What the driver domain gave this guest at `create`.
+    assigned: Assigned,
 }
 
 /// Asks for the vif, then connects. Waits up to `opts.wait` for a driver domain.
@@ -209,20 +212,29 @@ fn attach(
     let connected = (|| {
         let assigned = parse_reply(&reply)?;
         let xs = XsClient::connect(domain_socket(&xenstore_dir(&opts.dir), opts.domid))?;
-        let fopts = FrontOptions {
-            queues: opts.queues,
-            ..FrontOptions::default()
-        };
-        let (front, link) = fe::connect(&xs, domain, events, &fopts)?;
-        Ok::<_, GuestError>((assigned, front, link))
+        connect_device(opts, &xs, domain, events, assigned, log)
     })();
-    let (assigned, front, link) = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = control::request(&opts.dir, &["destroy", &opts.domid.to_string()]);
-            return Err(e);
-        }
+    if connected.is_err() {
+        let _ = control::request(&opts.dir, &["destroy", &opts.domid.to_string()]);
+    }
+    connected
+}
+
+/// Runs the frontend handshake for the guest's vif (created by the toolstack) and
+/// puts the guest's stack behind it.
+fn connect_device(
+    opts: &GuestOptions,
+    xs: &XsClient,
+    domain: &Domain,
+    events: &Arc<EventChannels>,
+    assigned: Assigned,
+    log: &mut String,
+) -> Result<Connection, GuestError> {
+    let fopts = FrontOptions {
+        queues: opts.queues,
+        ..FrontOptions::default()
     };
+    let (front, link) = fe::connect(xs, domain, events, &fopts)?;
     let mac = front.mac();
     let ip = opts.ip.unwrap_or(assigned.ip);
     let gateway = opts.gateway.or(assigned.gateway);
@@ -237,6 +249,7 @@ fn attach(
         return Ok(Connection {
             guest: Guest::Tap(front),
             link,
+            assigned,
         });
     }
     let banner = format!("hello from guest domain {} over xennet", opts.domid);
@@ -244,7 +257,47 @@ fn attach(
     Ok(Connection {
         guest: Guest::Smoltcp(Box::new(stack)),
         link,
+        assigned,
     })
+}
+
+/// What became of a vif the toolstack removed.
+enum Removed {
+    /// The domain itself was destroyed (its XenStore connection closed).
+    Destroyed,
+    /// A vif was attached again (`network-attach`): connected to it.
+    Attached(Box<Connection>),
+    /// Stopped while waiting.
+    Stopped,
+}
+
+/// After the toolstack removed the vif (`online = 0`): waits until the domain is
+/// destroyed or a vif is attached again, and connects to that.
+fn wait_for_vif(
+    opts: &GuestOptions,
+    stop: &AtomicBool,
+    xs: &XsClient,
+    domain: &Domain,
+    events: &Arc<EventChannels>,
+    assigned: Assigned,
+) -> Result<Removed, GuestError> {
+    let dev = format!("/local/domain/{}/device/vif/0", opts.domid);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Removed::Stopped);
+        }
+        if xs.is_closed() {
+            return Ok(Removed::Destroyed);
+        }
+        let state = xs.try_read_string(&format!("{dev}/state")).ok().flatten();
+        if state.as_deref() == Some("1") {
+            let mut log = String::new();
+            let c = connect_device(opts, xs, domain, events, assigned, &mut log)?;
+            print!("{log}");
+            return Ok(Removed::Attached(Box::new(c)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 impl Guest {
@@ -270,7 +323,7 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
         None => None,
     };
     let mut conn = attach(opts, stop, &domain, &events, &mut rep.text)?;
-    let mut tap_dropped = 0u64;
+    let mut pump = script::TapPump::new();
     let ev = events.clone();
     let mut wait = move |d: Duration| {
         ev.wait(Some(d));
@@ -285,14 +338,14 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                 (Guest::Smoltcp(stack), _) => {
                     stack.serve_for(Duration::from_millis(100), &mut wait)
                 }
-                (Guest::Tap(front), Some(tap)) => script::pump_tap(
+                (Guest::Tap(front), Some(tap)) => pump.pump(
+                    &format!("guest {}", opts.domid),
                     front,
                     tap,
                     &mut |d| {
                         events.wait(Some(d));
                     },
                     Duration::from_millis(100),
-                    &mut tap_dropped,
                 ),
                 (Guest::Tap(_), None) => {
                     return Err(GuestError::Setup("tap stack without a TAP".into()))
@@ -302,11 +355,47 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
                 Health::Up => continue,
                 Health::Gone(why) => why,
             };
+            let Connection {
+                guest,
+                link,
+                assigned,
+            } = conn;
+            // The toolstack's removal (network-detach, destroy) says online = 0 with
+            // its Closing; a backend that failed or a driver domain that stopped does
+            // not, and a new one will create the domain again.
+            let xs = link.xs().clone();
+            let online = xs.try_read_string(&format!("{}/online", link.backend));
+            if online.ok().flatten().as_deref() == Some("0") {
+                eprintln!(
+                    "guest {}: backend gone ({why}); the toolstack removed vif{}.0",
+                    opts.domid, opts.domid
+                );
+                rep.leaked_grants += link.close(guest.into_front());
+                println!(
+                    "guest {}: vif removed (network-detach or destroy); waiting for it to be attached again",
+                    opts.domid
+                );
+                match wait_for_vif(opts, stop, &xs, &domain, &events, assigned)? {
+                    Removed::Attached(c) => {
+                        conn = *c;
+                        rep.reconnects += 1;
+                        println!("guest {}: vif attached again", opts.domid);
+                        continue;
+                    }
+                    Removed::Destroyed => {
+                        println!(
+                            "guest {}: domain destroyed by the toolstack; exiting",
+                            opts.domid
+                        );
+                        return Ok(finish(opts, rep, &pump, false));
+                    }
+                    Removed::Stopped => return Ok(finish(opts, rep, &pump, true)),
+                }
+            }
             eprintln!(
                 "guest {}: backend gone ({why}); waiting for a driver domain",
                 opts.domid
             );
-            let Connection { guest, link } = conn;
             let dd_dead = link.xs().get_domain_path(0).is_err();
             let front = guest.into_front();
             let leaked = if dd_dead {
@@ -343,14 +432,21 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
             );
         }
     }
-    let Connection { guest, link } = conn;
-    rep.leaked_grants = link.close(guest.into_front());
-    if tap_dropped > 0 {
-        let _ = writeln!(
-            rep.text,
-            "guest {}: {tap_dropped} TAP frames dropped (ring full)",
-            opts.domid
-        );
+    let Connection { guest, link, .. } = conn;
+    rep.leaked_grants += link.close(guest.into_front());
+    Ok(finish(opts, rep, &pump, true))
+}
+
+/// The end of a guest's run: what it has to report, and (unless the toolstack
+/// destroyed it already) its domain destroyed.
+fn finish(
+    opts: &GuestOptions,
+    mut rep: GuestReport,
+    pump: &script::TapPump,
+    destroy: bool,
+) -> GuestReport {
+    if opts.tap.is_some() {
+        let _ = writeln!(rep.text, "guest {}: {}", opts.domid, pump.line());
     }
     if rep.leaked_grants > 0 {
         let _ = writeln!(
@@ -359,7 +455,8 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
             opts.domid, rep.leaked_grants
         );
     }
-    let _ = control::request(&opts.dir, &["destroy", &opts.domid.to_string()]);
-    drop(domain);
-    Ok(rep)
+    if destroy {
+        let _ = control::request(&opts.dir, &["destroy", &opts.domid.to_string()]);
+    }
+    rep
 }

@@ -131,7 +131,7 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
     let mut wait = move |d: Duration| {
         ev.wait(Some(d));
     };
-    let mut tap_dropped = 0u64;
+    let mut pump = script::TapPump::new();
     loop {
         let mut guest = match (&tap, ip) {
             (Some(_), _) | (None, None) => Guest::Tap(Box::new(front)),
@@ -159,13 +159,10 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
             }
             match (&mut guest, tap.as_mut()) {
                 (Guest::Smoltcp(st), _) => st.serve_for(Duration::from_millis(100), &mut wait),
-                (Guest::Tap(f), Some(t)) => script::pump_tap(
-                    f,
-                    t,
-                    &mut wait,
-                    Duration::from_millis(100),
-                    &mut tap_dropped,
-                ),
+                (Guest::Tap(f), Some(t)) => {
+                    let who = format!("guest {}", me.0);
+                    pump.pump(&who, &mut **f, t, &mut wait, Duration::from_millis(100))
+                }
                 (Guest::Tap(_), None) => {
                     return Err(GuestError::Setup("tap stack without a TAP".into()))
                 }
@@ -200,13 +197,9 @@ pub fn run(opts: &GuestOptions, stop: &AtomicBool) -> Result<GuestReport, GuestE
             Err(e) => return Err(e),
         }
     }
-    if tap_dropped > 0 {
+    if opts.tap.is_some() {
         use std::fmt::Write as _;
-        let _ = writeln!(
-            rep.text,
-            "guest {}: {tap_dropped} TAP frames dropped (ring full)",
-            me.0
-        );
+        let _ = writeln!(rep.text, "guest {}: {}", me.0, pump.line());
     }
     Ok(rep)
 }

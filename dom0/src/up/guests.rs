@@ -1,59 +1,23 @@
-//! What `xl create` and `xl destroy` do for a guest: introduce the domain to
-//! XenStore, add a switch port per vif (the hotplug script's job), write both
-//! device directories of each; and undo it all, also for guests whose process died.
+//! What `xl create`, `xl network-attach` and `xl destroy` do for a guest: introduce
+//! the domain to XenStore, add a switch port per vif (the hotplug script's job),
+//! write both device directories of each; and undo it all at once, for guests whose
+//! process died and when the driver domain stops (the orderly removal of `destroy`
+//! and `network-detach` is in `removal.rs`, what each vif gets in `vifs.rs`).
 
 use std::fmt::Write as _;
 
-use smoltcp::wire::Ipv4Cidr;
 use xennet_netback::up::Device;
 use xennet_ring::DomId;
 use xennet_switch::capture::PcapSink;
-use xennet_switch::config::{parse_vif_spec, Script, UplinkSpec, VifSpec};
+use xennet_switch::config::{parse_vif_spec, VifSpec};
 use xennet_switch::route::vif_nat_router_ip;
-use xennet_switch::wire::{MacAddr, MacFmt};
-use xennet_switch::{Mode, PortConfig, PortId, PortKind};
+use xennet_switch::wire::MacFmt;
+use xennet_switch::{Mode, PortKind};
 
+use super::vifs::{addrs, GuestVif, Planned};
 use super::{Guest, Up};
-use crate::build::{guest_addr, guest_vif_mac, mode_name, no_default_addr};
+use crate::build::{guest_addr, mode_name};
 use crate::control::Reply;
-use crate::nodes::VifNodes;
-
-/// One vif of a guest, as the driver domain keeps it.
-pub(super) struct GuestVif {
-    /// Device number (the `N` of `vifD.N`).
-    pub(super) devid: u32,
-    /// Its switch port.
-    pub(super) port: PortId,
-    /// The port's name (`vif1.0`, or `vifname=`).
-    pub(super) name: String,
-    /// The guest's MAC on it.
-    pub(super) mac: MacAddr,
-    /// Its addresses, with the prefix the guest's interface gets; may be empty
-    /// (bridge and route modes: a vif after the first without `ip=`).
-    pub(super) ips: Vec<Ipv4Cidr>,
-}
-
-/// A vif about to be created: its identity and what goes into XenStore.
-struct Planned {
-    devid: u32,
-    name: String,
-    mac: MacAddr,
-    ips: Vec<Ipv4Cidr>,
-    port: PortConfig,
-    nodes: VifNodes,
-}
-
-/// Addresses as `list` and the create reply show them: comma-separated, `-` if none.
-pub(super) fn addrs(ips: &[Ipv4Cidr]) -> String {
-    match ips {
-        [] => "-".to_string(),
-        _ => ips
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-    }
-}
 
 impl Up {
     /// What xl create does for a guest: introduce the domain to XenStore, add a
@@ -80,34 +44,12 @@ impl Up {
         };
         let mut plan: Vec<Planned> = Vec::new();
         for (i, spec) in specs.iter().enumerate() {
-            let p = self.plan_vif(domid, i, spec, &plan)?;
+            // A domain's default address (bridge, route) goes to its first vif.
+            let devid = spec.devid.unwrap_or(i as u16);
+            let p = self.plan_vif(domid, devid, i == 0, spec, &plan)?;
             plan.push(p);
         }
-        let mut vifs: Vec<GuestVif> = Vec::new();
-        for p in &plan {
-            let kind = PortKind::Vif {
-                domid,
-                devid: p.devid as u16,
-            };
-            match self
-                .plane
-                .dd
-                .fabric_mut()
-                .add_port(p.name.clone(), kind, p.port.clone())
-            {
-                Ok(port) => vifs.push(GuestVif {
-                    devid: p.devid,
-                    port,
-                    name: p.name.clone(),
-                    mac: p.mac,
-                    ips: p.ips.clone(),
-                }),
-                Err(e) => {
-                    self.remove_ports(&vifs);
-                    return Err(format!("domain {domid}: {e}"));
-                }
-            }
-        }
+        let vifs = self.add_ports(domid, &plan)?;
         if let Err(e) = self.xs.introduce(domid, 0, 0) {
             self.remove_ports(&vifs);
             return Err(format!("xenstore introduce: {e}"));
@@ -120,13 +62,7 @@ impl Up {
             self.xs
                 .write(&format!("/local/domain/{domid}/domid"), domid.to_string())
                 .map_err(e)?;
-            for w in plan.iter().flat_map(|p| p.nodes.writes()) {
-                self.xs.write(&w.path, &w.value).map_err(e)?;
-                if let Some(p) = w.perms {
-                    self.xs.set_perms(&w.path, &p.to_perms()).map_err(e)?;
-                }
-            }
-            Ok(())
+            self.write_nodes(&plan)
         })();
         if let Err(e) = written {
             self.remove_ports(&vifs);
@@ -135,24 +71,91 @@ impl Up {
             let _ = self.xs.release(domid);
             return Err(format!("xenstore: {e}"));
         }
-        for v in &vifs {
-            if let Some(i) = self.pending_captures.iter().position(|(p, _)| *p == v.name) {
-                let (_, file) = self.pending_captures.remove(i);
-                match PcapSink::create(&file) {
-                    Ok(sink) => self.plane.dd.captures_mut().attach_port(v.port, sink),
-                    Err(e) => tracing::warn!("capture {}: {e}", v.name),
-                }
-            }
-        }
-        let out = self.created(domid, &vifs);
+        self.attach_pending_captures(&vifs);
+        self.watch_guest(domid);
+        let out = self.reply(domid, "created", &vifs);
         self.guests.insert(domid, Guest { dom_name, vifs });
         self.reconcile();
         Ok(out)
     }
 
-    /// The reply to a create: the first vif on the first line (what `xennet guest`
-    /// reads: its address and gateway), the others on a line each.
-    fn created(&self, domid: u16, vifs: &[GuestVif]) -> String {
+    /// What xl network-attach does: one more vif for a domain that exists, device
+    /// `devid=` of `spec` or else the lowest free one (refused if the domain has it).
+    /// Without a spec, a guest of the topology file gets the first of the file's
+    /// vifs it lacks.
+    pub(super) fn network_attach(&mut self, domid: u16, spec: &str) -> Reply {
+        let Some(g) = self.guests.get(&domid) else {
+            return Err(format!("no domain {domid} (create it first)"));
+        };
+        if self.removing(domid) {
+            return Err(format!("domain {domid}: a removal is under way"));
+        }
+        let has = |devid: u16| g.vifs.iter().find(|v| v.devid == u32::from(devid));
+        let spec: VifSpec = if spec.trim().is_empty() {
+            let file = self.topo.guests.iter().find(|t| t.domid == domid);
+            file.into_iter()
+                .flat_map(|t| t.vifs.iter().enumerate())
+                .map(|(i, s)| VifSpec {
+                    devid: Some(s.devid.unwrap_or(i as u16)),
+                    ..s.clone()
+                })
+                .find(|s| s.devid.and_then(has).is_none())
+                .unwrap_or_default()
+        } else {
+            parse_vif_spec(spec).map_err(|e| format!("vif spec: {e}"))?
+        };
+        let devid = match spec.devid {
+            Some(d) => d,
+            None => (0..=u16::MAX)
+                .find(|d| has(*d).is_none())
+                .ok_or_else(|| format!("domain {domid}: every devid is in use"))?,
+        };
+        if let Some(v) = has(devid) {
+            return Err(format!(
+                "domain {domid} already has {} (devid {devid})",
+                v.name
+            ));
+        }
+        // The domain's default address (bridge, route) goes to the new vif unless
+        // another of its vifs has it (a first vif detached and attached again gets
+        // it back).
+        let mode = self.topo.driver_domain.mode;
+        let gets_default = match guest_addr(mode, domid, devid) {
+            Some((addr, _)) => !g
+                .vifs
+                .iter()
+                .any(|v| v.ips.iter().any(|c| c.address() == addr.address())),
+            None => g.vifs.is_empty(),
+        };
+        let p = self.plan_vif(domid, devid, gets_default, &spec, &[])?;
+        let plan = [p];
+        let vifs = self.add_ports(domid, &plan)?;
+        if let Err(e) = self.write_nodes(&plan) {
+            self.remove_ports(&vifs);
+            let _ = self
+                .xs
+                .rm(&format!("/local/domain/0/backend/vif/{domid}/{devid}"));
+            let _ = self
+                .xs
+                .rm(&format!("/local/domain/{domid}/device/vif/{devid}"));
+            return Err(format!("xenstore: {e}"));
+        }
+        self.attach_pending_captures(&vifs);
+        let out = self.reply(domid, "vif attached", &vifs);
+        if let Some(g) = self.guests.get_mut(&domid) {
+            for v in vifs {
+                let at = g.vifs.iter().position(|w| w.devid > v.devid);
+                g.vifs.insert(at.unwrap_or(g.vifs.len()), v);
+            }
+        }
+        self.reconcile();
+        Ok(out)
+    }
+
+    /// The reply to a create or an attach (`what`): the first vif on the first line
+    /// (what `xennet guest` reads: its address and gateway), the others on a line
+    /// each.
+    fn reply(&self, domid: u16, what: &str, vifs: &[GuestVif]) -> String {
         let mode = self.topo.driver_domain.mode;
         let gw = |v: &GuestVif| match mode {
             // The guests' gateway is the driver domain's own address.
@@ -161,7 +164,7 @@ impl Up {
             Mode::Nat => v.ips.first().and_then(|c| vif_nat_router_ip(c.address())),
             Mode::Bridge => None,
         };
-        let mut out = format!("domain {domid} created:");
+        let mut out = format!("domain {domid} {what}:");
         for (i, v) in vifs.iter().enumerate() {
             if i > 0 {
                 out.push_str("\n ");
@@ -184,114 +187,53 @@ impl Up {
         out
     }
 
-    /// One vif of a create: checked against the mode, given its defaults (devid,
-    /// MAC, addresses, name), refused if its MAC or an address is taken.
-    fn plan_vif(
-        &self,
-        domid: u16,
-        index: usize,
-        spec: &VifSpec,
-        earlier: &[Planned],
-    ) -> Result<Planned, String> {
-        let mode = self.topo.driver_domain.mode;
-        let bridge_name = &self.topo.driver_domain.bridge;
-        let want = match mode {
-            Mode::Bridge => Script::Bridge,
-            Mode::Route => Script::Route,
-            Mode::Nat => Script::Nat,
-        };
-        if let Some(s) = spec.script {
-            if s != want {
-                return Err(format!(
-                    "vif spec: script={} does not match the driver domain's {} mode",
-                    s.name(),
-                    mode_name(mode)
-                ));
-            }
-        }
-        if let (Some(b), Mode::Bridge) = (&spec.bridge, mode) {
-            if b != bridge_name {
-                return Err(format!(
-                    "vif spec: bridge={b}: this driver domain has only {bridge_name}"
-                ));
-            }
-        }
-        let devid = spec.devid.unwrap_or(index as u16);
-        if earlier.iter().any(|p| p.devid == u32::from(devid)) {
-            return Err(format!("domain {domid}: two vifs with devid {devid}"));
-        }
-        let mac = spec.mac.unwrap_or(MacAddr(guest_vif_mac(domid, devid)));
-        let ips = if !spec.ips.is_empty() {
-            // xl's `ip=` names addresses; the guest's interface gets the segment's
-            // prefix so its gateway is on-link (the driver domain routes /32 per guest).
-            spec.ips
-                .iter()
-                .map(|c| match c.prefix_len() {
-                    32 => Ipv4Cidr::new(c.address(), 24),
-                    _ => *c,
-                })
-                .collect()
-        } else if mode == Mode::Nat || index == 0 {
-            // A domain's default address goes to its first vif; NAT gives each vif
-            // vif-nat's address for its devid.
-            match guest_addr(mode, domid, devid) {
-                Some((addr, _)) => vec![addr],
-                None => {
-                    return Err(format!(
-                        "domain {domid}: {}: give the vif an ip=",
-                        no_default_addr(mode)
-                    ))
+    /// Adds the switch port of every planned vif of `domid`; none if one fails.
+    fn add_ports(&mut self, domid: u16, plan: &[Planned]) -> Result<Vec<GuestVif>, String> {
+        let mut vifs: Vec<GuestVif> = Vec::new();
+        for p in plan {
+            let kind = PortKind::Vif {
+                domid,
+                devid: p.devid as u16,
+            };
+            match self
+                .plane
+                .dd
+                .fabric_mut()
+                .add_port(p.name.clone(), kind, p.port.clone())
+            {
+                Ok(port) => vifs.push(p.added(port)),
+                Err(e) => {
+                    self.remove_ports(&vifs);
+                    return Err(format!("domain {domid}: {e}"));
                 }
             }
-        } else {
-            Vec::new()
-        };
-        let taken = earlier.iter().map(|p| (p.name.as_str(), p.mac, &p.ips[..]));
-        if let Some(taken) = self.in_use(mac, &ips, taken) {
-            return Err(format!("domain {domid}: {taken}"));
         }
-        let name = spec
-            .vifname
-            .clone()
-            .unwrap_or_else(|| format!("vif{domid}.{devid}"));
-        // The vif's `ip` node: in bridge mode only what `ip=` named. The port's
-        // addresses are the ones its guest may send from (Xen's vif scripts'
-        // antispoofing), and in route and NAT modes the ones routed to it.
-        let ip_node = (!spec.ips.is_empty() || mode != Mode::Bridge) && !ips.is_empty();
-        let port = PortConfig {
-            peer_mac: Some(mac),
-            ips: match ip_node {
-                true => ips.iter().map(|c| c.address()).collect(),
-                false => Vec::new(),
-            },
-            ..PortConfig::default()
-        };
-        let nodes = VifNodes {
-            frontend_domid: domid,
-            backend_domid: 0,
-            devid: u32::from(devid),
-            mac: MacFmt(mac).to_string(),
-            bridge: (mode == Mode::Bridge).then(|| bridge_name.clone()),
-            ip: ip_node.then(|| {
-                ips.iter()
-                    .map(|c| c.address().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            }),
-            script: want.name().to_string(),
-            rate: spec
-                .rate
-                .map(|r| (r.bytes_per_interval, u64::from(r.interval_us))),
-            vifname: spec.vifname.clone(),
-        };
-        Ok(Planned {
-            devid: u32::from(devid),
-            name,
-            mac,
-            ips,
-            port,
-            nodes,
-        })
+        Ok(vifs)
+    }
+
+    /// Writes both device directories of every planned vif, as libxl does.
+    fn write_nodes(&self, plan: &[Planned]) -> Result<(), String> {
+        let e = |e: xennet_xenstore::XsError| e.to_string();
+        for w in plan.iter().flat_map(|p| p.nodes.writes()) {
+            self.xs.write(&w.path, &w.value).map_err(e)?;
+            if let Some(p) = w.perms {
+                self.xs.set_perms(&w.path, &p.to_perms()).map_err(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the `--capture`s that name these vifs.
+    fn attach_pending_captures(&mut self, vifs: &[GuestVif]) {
+        for v in vifs {
+            if let Some(i) = self.pending_captures.iter().position(|(p, _)| *p == v.name) {
+                let (_, file) = self.pending_captures.remove(i);
+                match PcapSink::create(&file) {
+                    Ok(sink) => self.plane.dd.captures_mut().attach_port(v.port, sink),
+                    Err(e) => tracing::warn!("capture {}: {e}", v.name),
+                }
+            }
+        }
     }
 
     fn remove_ports(&mut self, vifs: &[GuestVif]) {
@@ -301,79 +243,52 @@ impl Up {
         }
     }
 
-    /// Who has `mac` or one of `ips` already (the driver domain, the simulated
-    /// uplink host, a vif of another guest or one planned before it, `planned`:
-    /// name, MAC, addresses), said as a refusal: two domains on one address would
-    /// each see the other's traffic.
-    fn in_use<'a>(
-        &'a self,
-        mac: MacAddr,
-        ips: &[Ipv4Cidr],
-        planned: impl Iterator<Item = (&'a str, MacAddr, &'a [Ipv4Cidr])>,
-    ) -> Option<String> {
-        let dd = &self.topo.driver_domain;
-        let sim = (dd.uplink == UplinkSpec::Sim).then_some(&self.topo.uplink_host);
-        let mac_text = MacFmt(mac);
-        if mac == dd.mac {
-            return Some(format!("mac={mac_text} is the driver domain's"));
+    /// Ends a domain at once (its process died, the driver domain stops, or its
+    /// orderly removal is done): every vif leaves the switch, the nodes go, the
+    /// domain is released.
+    pub(super) fn destroy(&mut self, domid: u16) -> bool {
+        if !self.guests.contains_key(&domid) {
+            return false;
         }
-        if sim.is_some_and(|h| h.mac == mac) {
-            return Some(format!("mac={mac_text} is the simulated uplink host's"));
-        }
-        for ip in ips.iter().map(|c| c.address()) {
-            if ip == dd.addr.address() {
-                return Some(format!("ip={ip} is the driver domain's"));
-            }
-            if sim.is_some_and(|h| h.addr.address() == ip) {
-                return Some(format!("ip={ip} is the simulated uplink host's"));
-            }
-        }
-        let existing = self.guests.iter().flat_map(|(domid, g)| {
-            g.vifs
-                .iter()
-                .map(move |v| (v.name.as_str(), v.mac, &v.ips[..], Some(*domid)))
-        });
-        let planned = planned.map(|(name, mac, ips)| (name, mac, ips, None));
-        for (name, vmac, vips, domid) in existing.chain(planned) {
-            let whose = match domid {
-                Some(d) => format!("{name}'s (domain {d})"),
-                None => format!("{name}'s"),
-            };
-            if vmac == mac {
-                return Some(format!("mac={mac_text} is already {whose}"));
-            }
-            let shared = ips
-                .iter()
-                .map(|c| c.address())
-                .find(|ip| vips.iter().any(|c| c.address() == *ip));
-            if let Some(ip) = shared {
-                return Some(format!("ip={ip} is already {whose}"));
-            }
-        }
-        None
+        let vifs = self.forget_devices(domid, None);
+        self.guests.remove(&domid);
+        let _ = self.xs.rm(&format!("/local/domain/0/backend/vif/{domid}"));
+        let _ = self.xs.rm(&format!("/local/domain/{domid}"));
+        self.unwatch_guest(domid);
+        let _ = self.xs.release(domid);
+        self.plane.side.ops.remove_peer(DomId(domid));
+        self.plane.side.events.remove_peer(DomId(domid));
+        tracing::info!(domid, vifs, "domain destroyed");
+        true
     }
 
-    pub(super) fn destroy(&mut self, domid: u16) -> bool {
-        let Some(g) = self.guests.remove(&domid) else {
-            return false;
-        };
-        let keys: Vec<(u16, u32)> = self.devs.keys().filter(|k| k.0 == domid).copied().collect();
+    /// Detaches the domain's connected devices (all, or `devid`'s) and removes the
+    /// switch ports of those vifs; says how many vifs went.
+    pub(super) fn forget_devices(&mut self, domid: u16, devid: Option<u32>) -> usize {
+        let ours = |d: u32| devid.map_or(true, |want| want == d);
+        let keys: Vec<(u16, u32)> = self
+            .devs
+            .keys()
+            .filter(|k| k.0 == domid && ours(k.1))
+            .copied()
+            .collect();
         for k in keys {
             if let Some(Device::Connected(_, port)) = self.devs.remove(&k) {
                 self.plane.remove_vif(port);
             }
         }
-        self.remove_ports(&g.vifs);
-        let _ = self.xs.rm(&format!("/local/domain/0/backend/vif/{domid}"));
-        let _ = self.xs.rm(&format!("/local/domain/{domid}"));
-        let _ = self.xs.release(domid);
-        self.plane.side.ops.remove_peer(DomId(domid));
-        self.plane.side.events.remove_peer(DomId(domid));
-        tracing::info!(domid, vifs = g.vifs.len(), "domain destroyed");
-        true
+        let Some(g) = self.guests.get_mut(&domid) else {
+            return 0;
+        };
+        let (gone, kept): (Vec<GuestVif>, Vec<GuestVif>) = std::mem::take(&mut g.vifs)
+            .into_iter()
+            .partition(|v| ours(v.devid));
+        g.vifs = kept;
+        self.remove_ports(&gone);
+        gone.len()
     }
 
-    /// Guests whose process died (kill -9): their vif leaves the switch, every
+    /// Guests whose process died (kill -9): their vifs leave the switch, every
     /// mapping of their memory is dropped, their files are removed.
     pub(super) fn reap_dead_guests(&mut self) {
         let dead: Vec<u16> = self
@@ -384,8 +299,26 @@ impl Up {
             .collect();
         for d in dead {
             tracing::warn!(domid = d, "guest process is gone; destroying its devices");
+            self.end_removal(
+                d,
+                Ok(format!("domain {d} destroyed (its process was gone)\n")),
+            );
             self.destroy(d);
             self.rt.clean_stale();
         }
+    }
+
+    /// Watches the guest's device directory, so a frontend's state changes reach
+    /// the reconcile loop at once (not at the next sweep).
+    pub(super) fn watch_guest(&self, domid: u16) {
+        let path = format!("/local/domain/{domid}/device");
+        if let Err(e) = self.xs.watch(&path, &format!("guest-{domid}")) {
+            tracing::warn!("watch {path}: {e}");
+        }
+    }
+
+    fn unwatch_guest(&self, domid: u16) {
+        let path = format!("/local/domain/{domid}/device");
+        let _ = self.xs.unwatch(&path, &format!("guest-{domid}"));
     }
 }

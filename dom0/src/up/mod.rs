@@ -9,7 +9,8 @@
 //! DIR/xenstore/{journal,pid}       the daemon's store on disk, its pid
 //! DIR/xenstore/domain/<id>/socket  each guest's, after `create`
 //! DIR/domain/<id>/{memory,gnttab,evtchn,pid}   each domain's shared memory
-//! DIR/control.sock                 list, stats, brctl, create, destroy, down
+//! DIR/control.sock                 create, destroy, network-attach, network-detach,
+//!                                  list, stats, brctl, info, down
 //! ```
 //!
 //! The backend side of every device is reconciled level-triggered from XenStore
@@ -19,9 +20,12 @@
 //! store, the client reconnects and its watch fires again, and the loop skips
 //! XenStore work while the daemon is away, so frames keep moving.
 
+mod access;
 mod guests;
 mod reconcile;
+mod removal;
 mod views;
+mod vifs;
 pub mod xen;
 
 use crate::build::{attach_captures, driver_domain_for, BuildError};
@@ -42,7 +46,7 @@ use xennet_switch::domain::DriverDomain;
 use xennet_switch::{Mode, PortId};
 use xennet_xenstore::{XenbusState, Xenstored, XsClient};
 
-use crate::control::{ControlServer, Reply};
+use crate::control::{ControlServer, Peer, Reply};
 use crate::dataplane::Dataplane;
 use crate::side::Side;
 use crate::xenstored::{XenstoredHandle, XenstoredProcess};
@@ -147,14 +151,21 @@ fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> UpError + '_ {
     move |e| UpError::Setup(format!("{what}: {e}"))
 }
 
+/// A guest domain this driver domain created.
 struct Guest {
     /// The domain's name (`/local/domain/<id>/name`).
     dom_name: String,
-    /// Its vifs, in devid order of creation.
-    vifs: Vec<guests::GuestVif>,
+    /// Its vifs: a create's in its order, an attached one before the first with
+    /// a higher devid (none after `network-detach` of the last).
+    vifs: Vec<vifs::GuestVif>,
 }
 
-type Request = (Vec<String>, mpsc::Sender<Reply>);
+/// A control request: its words, who sent it, where the answer goes.
+struct Request {
+    words: Vec<String>,
+    peer: Peer,
+    reply: mpsc::Sender<Reply>,
+}
 
 struct Up {
     opts: UpOptions,
@@ -166,6 +177,7 @@ struct Up {
     devs: BTreeMap<(u16, u32), Device<PortId>>,
     guests: BTreeMap<u16, Guest>,
     pending_captures: Vec<(String, PathBuf)>,
+    removals: Vec<removal::Removal>,
     stop: bool,
 }
 
@@ -196,15 +208,14 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
         .map_err(setup("xenstore"))?;
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     let req_tx = std::sync::Mutex::new(req_tx);
-    let _server = ControlServer::start(&ctl, move |words| {
+    let _server = ControlServer::start(&ctl, move |peer, words| {
         let (tx, rx) = mpsc::channel();
-        let sent = req_tx
-            .lock()
-            .map(|s| {
-                s.send((words.iter().map(|w| w.to_string()).collect(), tx))
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let req = Request {
+            words: words.iter().map(|w| w.to_string()).collect(),
+            peer: *peer,
+            reply: tx,
+        };
+        let sent = req_tx.lock().map(|s| s.send(req).is_ok()).unwrap_or(false);
         if !sent {
             return Err("driver domain is shutting down".into());
         }
@@ -222,17 +233,20 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
         devs: BTreeMap::new(),
         guests: BTreeMap::new(),
         pending_captures,
+        removals: Vec::new(),
         stop: false,
     };
     ready();
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) && !up.stop {
+        let before = up.plane.vifs.len();
         let moved = up.plane.run_once();
-        while let Ok((words, reply)) = req_rx.try_recv() {
-            let r = up.control(&words);
-            let _ = reply.send(r);
+        // A vif the plane dropped (fatal protocol error) is closed in XenStore, with
+        // its reason, on this turn rather than at the next sweep.
+        let mut changed = up.plane.vifs.len() < before;
+        while let Ok(req) = req_rx.try_recv() {
+            up.request(req);
         }
-        let mut changed = false;
         while up.xs.try_watch().is_some() {
             changed = true;
         }
@@ -248,6 +262,11 @@ pub fn run(opts: &UpOptions, stop: &AtomicBool, ready: impl FnOnce()) -> Result<
                 up.reap_dead_guests();
             }
             up.reconcile();
+            if !up.removals.is_empty() {
+                up.check_removals();
+            }
+        } else if up.removal_due() {
+            up.check_removals();
         }
         if sweep {
             last_sweep = Instant::now();
@@ -271,6 +290,24 @@ fn build_switch(
     Ok((dd, pending_captures))
 }
 
+/// Why the vif attached to `port` left the data plane (what netback's state machine
+/// writes into the backend's `error` node), or `None` while it runs.
+fn vif_ended<P: crate::platform::DriverPlatform>(
+    plane: &crate::dataplane::Plane<P>,
+    port: PortId,
+) -> Option<String> {
+    if plane.vifs.iter().any(|v| v.port == port) {
+        return None;
+    }
+    let last = plane.departed.iter().rev().find(|d| d.port == port);
+    Some(
+        match last.and_then(|d| Some((&d.name, d.fault.as_ref()?))) {
+            Some((name, fault)) => format!("{name}: {fault}; vif disconnected"),
+            None => "vif detached".to_string(),
+        },
+    )
+}
+
 /// How long the driver domain's XenStore client waits for a restarted daemon
 /// before it gives up (then the loop opens a new one every sweep).
 const XS_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
@@ -289,6 +326,9 @@ impl Up {
             Ok(xs) => {
                 tracing::info!("xenstore: connected again");
                 self.xs = xs;
+                for d in self.guests.keys() {
+                    self.watch_guest(*d);
+                }
             }
             Err(e) => tracing::warn!("xenstore: still unreachable: {e}"),
         }
@@ -303,6 +343,7 @@ impl Up {
                     let _ = dev.dev().set_state(&self.xs, XenbusState::Closing);
                 }
             }
+            self.end_removal(d, Err("the driver domain is stopping".into()));
             self.destroy(d);
         }
         let _ = self.plane.dd.captures_mut().flush();

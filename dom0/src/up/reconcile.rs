@@ -49,8 +49,8 @@ impl Attach for Attacher<'_> {
         Ok(port)
     }
 
-    fn alive(&self, port: &PortId) -> bool {
-        self.plane.vifs.iter().any(|v| v.port == *port)
+    fn ended(&self, port: &PortId) -> Option<String> {
+        super::vif_ended(self.plane, *port)
     }
 
     fn detach(&mut self, port: PortId) {

@@ -334,8 +334,8 @@ impl<P: DriverPlatform> Attach for Attacher<'_, P> {
         })
     }
 
-    fn alive(&self, h: &Attached) -> bool {
-        self.plane.vifs.iter().any(|v| v.port == h.port)
+    fn ended(&self, h: &Attached) -> Option<String> {
+        super::vif_ended(self.plane, h.port)
     }
 
     fn detach(&mut self, h: Attached) {
