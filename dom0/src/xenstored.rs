@@ -162,6 +162,11 @@ fn supervise(sh: &Shared, exe: &Path, dir: &Path, ready: mpsc::Sender<io::Result
             }
         };
         sh.pid.store(child.id(), Ordering::Release);
+        // Counted once the new daemon runs and its pid is stored: whoever sees the
+        // count go up also sees the new pid.
+        if first.is_none() {
+            sh.restarts.fetch_add(1, Ordering::AcqRel);
+        }
         if let Some(r) = first.take() {
             let ok = wait_ready(&mut child, dir);
             let failed = ok.is_err();
@@ -183,7 +188,6 @@ fn supervise(sh: &Shared, exe: &Path, dir: &Path, ready: mpsc::Sender<io::Result
                 Err(e) => break e.to_string(),
             }
         };
-        sh.restarts.fetch_add(1, Ordering::AcqRel);
         tracing::warn!("xenstored exited ({status}); starting it again on its journal");
         if started.elapsed() > Duration::from_secs(1) {
             backoff = BACKOFF_MIN;
