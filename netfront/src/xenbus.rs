@@ -1,5 +1,5 @@
 //! The frontend half of the XenStore handshake, as Linux netfront does it
-//! (`xen/io/netif.h`, `xen/io/xenbus.h`), on the process platform.
+//! (`xen/io/netif.h`, `xen/io/xenbus.h`), over any [`XenStore`] and platform.
 //!
 //! ```text
 //!  toolstack: writes both device directories, states Initialising (1)
@@ -252,7 +252,8 @@ pub type Connected<P, E, X = XsClient> = (
 /// ring client on `start_info.store_mfn`, with its grant table and event channels:
 ///
 /// ```ignore
-/// let xs = XsRingClient::new(store_page, StoreEvent::new(store_evtchn), [0u8; 4096])?;
+/// // SAFETY: store_mfn's page is mapped for the kernel's life and used only here.
+/// let xs = unsafe { XsRingClient::new(store_page, StoreEvent::new(store_evtchn), [0u8; 4096]) }?;
 /// let (mut front, mut link) = connect_with(xs, grants, my_domid, &evtchn, &FrontOptions::default())?;
 /// while link.check() == Health::Up { /* front.poll(), send, receive */ }
 /// link.close(front);
