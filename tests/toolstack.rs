@@ -4,14 +4,21 @@
 //! instance directory and removes it.
 
 mod support;
+// The xenstore tests' ring page served from a guest's socket: the ring client
+// exactly as a unikernel runs it.
+#[path = "../xenstore/tests/common/ring_relay.rs"]
+mod ring_relay;
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use ring_relay::RingRelay;
 use support::*;
 use xennet_dom0::{control, up};
-use xennet_netfront::xenbus::{self as fe, FrontLink, FrontOptions, ShmFront};
+use xennet_netfront::xenbus::{self as fe, FrontLink, FrontOptions, Health, ShmFront};
 use xennet_platform::shm::{Domain, EventChannels, RuntimeDir};
 use xennet_ring::DomId;
 use xennet_xenstore::{domain_socket, XsClient};
@@ -298,6 +305,90 @@ fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     f[6..12].copy_from_slice(&src);
     f[12..14].copy_from_slice(&[0x88, 0xb5]);
     f
+}
+
+/// An ARP request from `mac` at `ip` for `target`, padded to the minimum frame.
+fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = frame([0xff; 6], mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    // Ethernet, IPv4, 6-byte and 4-byte addresses, a request.
+    f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip);
+    f[38..42].copy_from_slice(&target);
+    f
+}
+
+/// Issue 20 item 2: netfront's handshake is one piece of code over the `XenStore`
+/// trait. Over the `no_std` ring client a unikernel uses (a ring page served from
+/// the guest's socket), it reaches Connected on both ends, an ARP request for the
+/// driver domain's address gets its answer through the rings, and the orderly
+/// close takes both ends to Closed with every grant back.
+#[test]
+fn the_handshake_over_the_ring_client_connects_and_carries_frames() {
+    let mut inst = Instance::new();
+    inst.up(&[]);
+    let rt = RuntimeDir::new(&inst.dir).unwrap();
+    let domain = Domain::create(&rt, DomId(7), 1024, 1024).unwrap();
+    let events = EventChannels::new(&domain, Some(rt));
+    control::request(&inst.dir, &["create", "7"]).unwrap();
+    let sock = UnixStream::connect(domain_socket(&up::xenstore_dir(&inst.dir), 7)).unwrap();
+    // Declared before the client: the page outlives it, also when the test fails.
+    let mut relay = RingRelay::start(sock);
+    let ring = relay.client(Duration::from_secs(10));
+    let opts = FrontOptions::default();
+    let (mut front, mut link) = fe::connect_with(ring, domain.clone(), DomId(7), &events, &opts)
+        .unwrap_or_else(|e| panic!("handshake over the ring client: {e}"));
+    assert!(front.is_connected());
+    let (be, fe_dir) = (
+        "/local/domain/0/backend/vif/7/0",
+        "/local/domain/7/device/vif/0",
+    );
+    assert_eq!(
+        read(&inst.dir, &format!("{be}/state")).as_deref(),
+        Some("4")
+    );
+    assert_eq!(
+        read(&inst.dir, &format!("{fe_dir}/state")).as_deref(),
+        Some("4")
+    );
+    assert_eq!(link.check(), Health::Up);
+
+    // Guest 7's default address in bridge mode asks for the driver domain's.
+    let mac = front.mac();
+    let dd = [128, 153, 144, 204];
+    front
+        .send(&arp_request(mac, [128, 153, 144, 211], dd))
+        .unwrap();
+    let mut reply = None;
+    wait_for("the driver domain's ARP reply", || {
+        front
+            .receive(8, |f, _| {
+                let is_reply =
+                    f.get(12..14) == Some(&[0x08, 0x06][..]) && f.get(20..22) == Some(&[0, 2][..]);
+                if is_reply {
+                    reply = Some(f.to_vec());
+                }
+            })
+            .unwrap();
+        front.poll_tx().unwrap();
+        reply.is_some()
+    });
+    let reply = reply.unwrap();
+    assert_eq!(&reply[..6], &mac[..], "addressed to the guest");
+    assert_eq!(&reply[28..32], &dd[..], "the driver domain's address");
+    assert_eq!(&reply[38..42], &[128, 153, 144, 211][..]);
+    assert_eq!(link.check(), Health::Up, "nothing changed in XenStore");
+
+    assert_eq!(link.close(front), 0, "grants still held by the backend");
+    assert_eq!(
+        read(&inst.dir, &format!("{fe_dir}/state")).as_deref(),
+        Some("6")
+    );
+    wait_for("the backend to reach Closed", || {
+        read(&inst.dir, &format!("{be}/state")).as_deref() == Some("6")
+    });
+    drop(relay);
 }
 
 /// `xennet ARGS --json` from another process, parsed.

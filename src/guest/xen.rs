@@ -83,7 +83,7 @@ fn connect(
         ..FrontOptions::default()
     };
     fopts.features.gso_tcpv4 = false;
-    Ok(fe::connect_with(xs, gnt, dev.me, events, &fopts)?)
+    Ok(fe::connect_with(xs.clone(), gnt, dev.me, events, &fopts)?)
 }
 
 /// Runs the guest on real Xen until its script is done (and, with `serve`, until

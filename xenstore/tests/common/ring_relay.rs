@@ -1,7 +1,8 @@
 //! A XenStore ring page served by the project's daemon: two threads play
 //! xenstored's end of the page and forward each request over a guest's socket,
 //! copying replies and watch events back into `rsp[]`. The guest's end is the
-//! `no_std` ring client, exactly as a unikernel would run it.
+//! `no_std` ring client, exactly as a unikernel would run it. `tests/toolstack.rs`
+//! includes this file too, to run netfront's handshake over the ring client.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
