@@ -266,7 +266,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport, DemoError> {
         );
     }
     let _ = writeln!(t, "vif counters:");
-    t.push_str(&plane.counters_table());
+    t.push_str(&xennet_dom0::stats::table(&plane));
     let fc = first.0.device_mut().counters();
     let _ = writeln!(
         t,

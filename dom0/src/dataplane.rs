@@ -369,12 +369,6 @@ impl<P: DriverPlatform> Plane<P> {
         }
     }
 
-    /// The vifs' and the switch ports' counters as a table (`xennet stats`, the
-    /// demo): [`crate::stats::table`].
-    pub fn counters_table(&self) -> String {
-        crate::stats::table(self)
-    }
-
     /// Run until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
