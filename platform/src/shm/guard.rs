@@ -142,10 +142,9 @@ fn replace_guarded(addr: usize) -> bool {
         }
         let page_size = HOST_PAGE.load(Ordering::Relaxed);
         let page = addr & !(page_size - 1);
-        // SAFETY: `page` is inside a live mapping this process made of a peer's file
-        // (registered until just before it is unmapped, and the accessing thread holds
-        // the mapping alive); replacing one page of it with private anonymous memory
-        // changes only what later accesses of that page see.
+        // SAFETY: `page` is in a live mapping of a peer's file (registered until just
+        // before it is unmapped; the faulting thread holds it alive); a private page
+        // over it changes only what later accesses of that page see.
         let p = unsafe {
             libc::mmap(
                 page as *mut libc::c_void,

@@ -198,10 +198,9 @@ impl XsPage {
     }
 
     fn word(&self, w: XsWord) -> &AtomicU32 {
-        // SAFETY: the words start at byte 2048 and the last ends at 2076 =
-        // INTERFACE_SIZE, inside the memory `new`'s caller vouched for; `base` is
-        // 4-aligned (checked in `new`) and 2048 + 4 * w keeps it so. The words are only
-        // ever accessed atomically, by us and (by the ABI's contract) the peer.
+        // SAFETY: words 2048..2076 (= INTERFACE_SIZE) lie in the memory `new`'s caller
+        // vouched for, 4-aligned (`base` is, checked in `new`); they are only accessed
+        // atomically, by us and (by the ABI's contract) the peer.
         unsafe { &*(self.base.as_ptr().add(w.offset()) as *const AtomicU32) }
     }
 
