@@ -31,6 +31,10 @@ const IPV6_DEST_OPTS: u8 = 60;
 /// At most this many extension headers are walked (a bound on peer-driven work).
 const IPV6_MAX_EXT: usize = 4;
 
+/// The smallest GSO segment accepted (Linux's TCP_MIN_SND_MSS): a frontend cannot make
+/// one 64 KiB frame cost thousands of segments.
+const MIN_MSS: usize = 48;
+
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
@@ -60,7 +64,8 @@ pub(super) enum OffloadError {
     /// The transport is not TCP or UDP (or, for GSO, not TCP), or the packet is an IP
     /// fragment.
     Transport,
-    /// The GSO type does not match the IP version.
+    /// The GSO type does not match the IP version, or its segment size is below
+    /// [`MIN_MSS`].
     GsoType,
 }
 
@@ -244,7 +249,10 @@ pub(super) fn complete(
         return Err(OffloadError::Unparsable);
     }
     let payload = l.end - hdr;
-    let mss = usize::from(mss).max(1);
+    let mss = usize::from(mss);
+    if mss < MIN_MSS {
+        return Err(OffloadError::GsoType);
+    }
     if payload <= mss {
         // One segment: the frame as it is, finished.
         fill_l4(frame, &l)?;
@@ -384,6 +392,16 @@ mod tests {
         assert_eq!(
             complete(&mut v6_type, gso6, &mut scratch, &mut sink),
             Err(OffloadError::GsoType)
+        );
+        let mut tiny = tcp4(1000, 0);
+        let gso_tiny = TxOffload {
+            csum_blank: true,
+            gso: Some((8, XEN_NETIF_GSO_TYPE_TCPV4)),
+        };
+        assert_eq!(
+            complete(&mut tiny, gso_tiny, &mut scratch, &mut sink),
+            Err(OffloadError::GsoType),
+            "an 8-byte MSS would make 125 segments of one frame"
         );
     }
 }
