@@ -82,10 +82,12 @@ impl Drop for FdWatcher {
 }
 
 fn watch(sh: &Shared, fds: &[OwnedFd], wake: &Interrupter) {
-    let ready = PollFlags::IN | PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL;
-    let mut all: Vec<PollFd<'_>> = std::iter::once(PollFd::new(&sh.ctl, PollFlags::IN))
-        .chain(fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)))
-        .collect();
+    let broken = PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL;
+    // Descriptors still watched: one that reports an error or hang-up without data
+    // would make every poll return at once, so it is dropped from the set (its
+    // endpoint sees the error itself when it next reads).
+    let mut live: Vec<&OwnedFd> = fds.iter().collect();
+    let mut all = poll_set(sh, &live);
     loop {
         // Disarmed, only the control descriptor: the plane has yet to read.
         let n = if sh.armed.load(Ordering::Acquire) {
@@ -104,7 +106,13 @@ fn watch(sh: &Shared, fds: &[OwnedFd], wake: &Interrupter) {
             }
             continue;
         }
-        let fired = set[1..].iter().any(|p| p.revents().intersects(ready));
+        let readable = set[1..].iter().any(|p| p.revents().contains(PollFlags::IN));
+        let dead: Vec<usize> = set[1..]
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !p.revents().contains(PollFlags::IN) && p.revents().intersects(broken))
+            .map(|(i, _)| i)
+            .collect();
         if set[0].revents().contains(PollFlags::IN) {
             let mut counter = [0u8; 8];
             let _ = rustix::io::read(&sh.ctl, &mut counter);
@@ -112,9 +120,26 @@ fn watch(sh: &Shared, fds: &[OwnedFd], wake: &Interrupter) {
         if sh.stop.load(Ordering::Acquire) {
             return;
         }
-        if fired {
+        if !dead.is_empty() {
+            tracing::warn!(
+                "data plane descriptor watch: {} device(s) hung up or failed; no longer watched",
+                dead.len()
+            );
+            for i in dead.into_iter().rev() {
+                live.remove(i);
+            }
+            all = poll_set(sh, &live);
+        }
+        if readable {
             sh.armed.store(false, Ordering::Release);
             wake.interrupt();
         }
     }
+}
+
+/// The control descriptor, then each watched one.
+fn poll_set<'a>(sh: &'a Shared, fds: &[&'a OwnedFd]) -> Vec<PollFd<'a>> {
+    std::iter::once(PollFd::new(&sh.ctl, PollFlags::IN))
+        .chain(fds.iter().map(|fd| PollFd::new(*fd, PollFlags::IN)))
+        .collect()
 }
