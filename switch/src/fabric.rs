@@ -99,21 +99,7 @@ impl Fabric {
         kind: PortKind,
         cfg: PortConfig,
     ) -> Result<PortId, FabricError> {
-        let name = name.into();
-        if name.is_empty()
-            || name.len() > MAX_NAME_LEN
-            || name
-                .chars()
-                .any(|c| c == '/' || c == ':' || c.is_whitespace())
-        {
-            return Err(FabricError::BadName(name));
-        }
-        if self.ports.iter().any(|(_, p)| p.name == name) {
-            return Err(FabricError::DuplicateName(name));
-        }
-        if self.ports.len() >= self.max_ports {
-            return Err(FabricError::TooManyPorts(self.max_ports));
-        }
+        let name = self.admit(name.into(), 1)?;
         if kind == PortKind::Uplink && self.ports.first_of_kind(PortKind::Uplink).is_some() {
             return Err(FabricError::SecondUplink);
         }
@@ -145,16 +131,7 @@ impl Fabric {
         vif: PortKind,
         cfg: PortConfig,
     ) -> Result<(PortId, PortId), FabricError> {
-        let name = name.into();
-        if !valid_name(&name) {
-            return Err(FabricError::BadName(name));
-        }
-        if self.ports.iter().any(|(_, p)| p.name == name) {
-            return Err(FabricError::DuplicateName(name));
-        }
-        if self.ports.len() + 2 > self.max_ports {
-            return Err(FabricError::TooManyPorts(self.max_ports));
-        }
+        let name = self.admit(name.into(), 2)?;
         let mut ids = [PortId(0); 2];
         for (i, (kind, cfg)) in [(vif, cfg), (PortKind::Kernel, PortConfig::default())]
             .into_iter()
@@ -176,6 +153,21 @@ impl Fabric {
         self.wires.insert(ids[1], ids[0]);
         tracing::info!(port = %name, "wired port pair added");
         Ok((ids[0], ids[1]))
+    }
+
+    /// `name` if `count` new ports may take it: a valid interface name nobody has,
+    /// and room for them.
+    fn admit(&self, name: String, count: usize) -> Result<String, FabricError> {
+        if !valid_name(&name) {
+            return Err(FabricError::BadName(name));
+        }
+        if self.ports.iter().any(|(_, p)| p.name == name) {
+            return Err(FabricError::DuplicateName(name));
+        }
+        if self.ports.len() + count > self.max_ports {
+            return Err(FabricError::TooManyPorts(self.max_ports));
+        }
+        Ok(name)
     }
 
     /// The port wired to `id`, if `id` is one end of a wire.
