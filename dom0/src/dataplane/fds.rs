@@ -107,12 +107,14 @@ fn watch(sh: &Shared, fds: &[OwnedFd], wake: &Interrupter) {
             continue;
         }
         let readable = set[1..].iter().any(|p| p.revents().contains(PollFlags::IN));
-        let dead: Vec<usize> = set[1..]
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !p.revents().contains(PollFlags::IN) && p.revents().intersects(broken))
-            .map(|(i, _)| i)
-            .collect();
+        let gone =
+            |p: &PollFd<'_>| !p.revents().contains(PollFlags::IN) && p.revents().intersects(broken);
+        // Rare (a device went away): only then is the list of them made.
+        let dead: Vec<usize> = if set[1..].iter().any(gone) {
+            (0..set.len() - 1).filter(|&i| gone(&set[i + 1])).collect()
+        } else {
+            Vec::new()
+        };
         if set[0].revents().contains(PollFlags::IN) {
             let mut counter = [0u8; 8];
             let _ = rustix::io::read(&sh.ctl, &mut counter);
